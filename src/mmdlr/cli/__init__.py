@@ -1,0 +1,1 @@
+"""The `mmdlr` command line."""

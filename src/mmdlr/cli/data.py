@@ -1,0 +1,96 @@
+"""Data commands: validate, demo-data, import-busi, crop."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mmdlr.io.busi import import_busi
+from mmdlr.io.manifest import read_manifest
+from mmdlr.io.validate import validate_manifest
+from mmdlr.roi.cache import RoiSettings, crop_cohort
+from mmdlr.synthetic import CohortSettings, generate_cohort
+
+
+def add_roi_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--margin", type=float, default=10, help="margin around the lesion box (default 10)")
+    parser.add_argument("--margin-unit", choices=("pixel", "percent"), default="pixel")
+    parser.add_argument("--label-value", type=int, default=None,
+                        help="lesion label in the masks (default: any non-zero value)")
+
+
+def roi_settings(args: argparse.Namespace) -> RoiSettings:
+    return RoiSettings(margin=args.margin, margin_unit=args.margin_unit, label_value=args.label_value)
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    report = validate_manifest(args.manifest, args.label_value, progress=not args.quiet)
+    if not report.ok:
+        print(f"{len(report.problems)} problem(s) in {args.manifest}:", file=sys.stderr)
+        for problem in report.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    print(f"{args.manifest}: valid")
+    print(report.summary.to_string(index=False))
+    return 0
+
+
+def run_demo_data(args: argparse.Namespace) -> int:
+    settings = CohortSettings(patients=args.patients, seed=args.seed, missing_rate=args.missing_rate,
+                              benign_fraction=args.benign_fraction)
+    manifest = generate_cohort(args.out, settings, progress=not args.quiet)
+    print(f"wrote {settings.patients} synthetic patients; manifest: {manifest}")
+    return 0
+
+
+def run_import_busi(args: argparse.Namespace) -> int:
+    result = import_busi(args.busi_dir, args.out_csv, similarity=args.similarity, mask_iou=args.mask_iou,
+                         same_image=args.same_image, keep_duplicates=args.keep_duplicates,
+                         progress=not args.quiet)
+    counts = result.manifest["label"].value_counts().to_dict()
+    print(f"wrote {result.manifest_path}: {len(result.manifest)} images ({counts})")
+    if len(result.removed):
+        print(f"removed {len(result.removed)} (listed in {Path(args.out_csv).stem}_removed.csv):")
+        print(result.removed["reason"].value_counts().to_string())
+    return 0
+
+
+def run_crop(args: argparse.Namespace) -> int:
+    index = crop_cohort(read_manifest(args.manifest), args.out, roi_settings(args), progress=not args.quiet)
+    print(f"{len(index)} ROIs under {Path(args.out) / 'roi'}")
+    print(index.groupby("modality")["lesion_pixels"].describe()[["count", "mean", "min", "max"]].to_string())
+    return 0
+
+
+def register(subparsers) -> None:
+    validate = subparsers.add_parser("validate", help="check a manifest and every file it names")
+    validate.add_argument("manifest")
+    validate.add_argument("--label-value", type=int, default=None)
+    validate.set_defaults(handler=run_validate)
+
+    demo = subparsers.add_parser("demo-data", help="write a synthetic multimodal cohort and its manifest")
+    demo.add_argument("out")
+    demo.add_argument("--patients", type=int, default=60)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--missing-rate", type=float, default=0.1, help="chance a modality is missing")
+    demo.add_argument("--benign-fraction", type=float, default=0.35)
+    demo.set_defaults(handler=run_demo_data)
+
+    busi = subparsers.add_parser("import-busi", help="US-only manifest from the BUSI folder, duplicates removed")
+    busi.add_argument("busi_dir")
+    busi.add_argument("out_csv")
+    busi.add_argument("--similarity", type=float, default=0.93,
+                      help="gradient-thumbnail correlation for another frame of the same lesion")
+    busi.add_argument("--mask-iou", type=float, default=0.7, help="mask overlap required with --similarity")
+    busi.add_argument("--same-image", type=float, default=0.975,
+                      help="correlation above which two images are the same picture whatever their masks")
+    busi.add_argument("--keep-duplicates", action="store_true",
+                      help="keep same-label duplicates under a shared group instead of removing them")
+    busi.set_defaults(handler=run_import_busi)
+
+    crop = subparsers.add_parser("crop", help="crop and cache every lesion ROI (NIfTI)")
+    crop.add_argument("manifest")
+    crop.add_argument("--out", required=True)
+    add_roi_options(crop)
+    crop.set_defaults(handler=run_crop)

@@ -1,0 +1,1 @@
+"""Reading images, masks and cohort manifests."""

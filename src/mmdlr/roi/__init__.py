@@ -1,0 +1,1 @@
+"""Lesion region of interest: largest slice, bounding-box crop, cached crops."""

@@ -1,0 +1,125 @@
+"""ROI crops written once per patient and modality, reused while inputs and settings are unchanged.
+
+Layout: ``OUT/roi/<mod>/<patient_id>/{image,mask}.nii.gz`` (the 2D ROI of the chosen slice), plus
+``{image,mask}_3d.nii.gz`` for volumes, and ``roi.json`` holding the cache key and the box.
+``OUT/roi/roi_index.csv`` lists every crop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from mmdlr import __version__
+from mmdlr.atomic import atomic_path, write_csv
+from mmdlr.errors import CaseError, find_case_error
+from mmdlr.io.loading import load_case_transforms
+from mmdlr.io.manifest import Manifest
+from mmdlr.io.writers import write_nifti
+from mmdlr.roi.transforms import CropLesionROId, SelectLargestLesionSliced
+
+ROI_FILES = ("image", "mask")
+INDEX_COLUMNS = ["patient_id", "modality", "label", "split", "group", "roi_dir", "ndim",
+                 "slice_index", "roi_shape", "lesion_pixels"]
+
+
+@dataclass(frozen=True)
+class RoiSettings:
+    """How ROIs are cut: margin around the mask's box (pixels or percent) and the mask label value."""
+
+    margin: float = 10
+    margin_unit: str = "pixel"
+    label_value: int | None = None
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, or of every file of a folder (a DICOM series) in name order."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    for file in sorted(path.iterdir()) if path.is_dir() else [path]:
+        if file.is_file():
+            with open(file, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+def roi_cache_key(case: dict, settings: RoiSettings) -> str:
+    """Hash of the input files' contents, the ROI settings and the code version."""
+    content = {
+        "image": file_digest(case["image"]),
+        "mask": [file_digest(p) for p in case["mask"]],
+        "settings": asdict(settings),
+        "version": __version__,
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def roi_transforms(settings: RoiSettings):
+    """Largest slice (volumes) then bounding-box crop, with the given settings."""
+    return [SelectLargestLesionSliced(keys=("image", "mask"), mask_key="mask"),
+            CropLesionROId(keys=("image", "mask"), mask_key="mask",
+                           margin=settings.margin, margin_unit=settings.margin_unit)]
+
+
+def crop_case(case: dict, roi_root: str | os.PathLike, settings: RoiSettings = RoiSettings()) -> dict:
+    """Crop one case's ROI into the cache (or reuse it) and return its index row."""
+    target = Path(roi_root) / case["modality"] / str(case["patient_id"])
+    key = roi_cache_key(case, settings)
+    record_path = target / "roi.json"
+    if record_path.is_file():
+        record = json.loads(record_path.read_text())
+        if record.get("key") == key:
+            return _index_row(case, target, record)
+    data = load_case_transforms(settings.label_value)(dict(case))
+    for transform in roi_transforms(settings):
+        data = transform(data)
+    spacing = data["image_meta"]["spacing"]
+    record = {"key": key, "roi_box": [list(b) for b in data["roi_box"]], "spacing": list(spacing),
+              "roi_box_3d": [list(b) for b in data.get("roi_box_3d", ())],
+              "ndim": 3 if "image_3d" in data else 2, "slice_index": data.get("slice_index"),
+              "roi_shape": list(np.asarray(data["image"]).shape[1:]),
+              "lesion_pixels": int(np.asarray(data["mask"]).sum()), "settings": asdict(settings)}
+    with atomic_path(target, directory=True) as temp:
+        for name in ROI_FILES:
+            write_nifti(np.asarray(data[name])[0], spacing, temp / f"{name}.nii.gz")
+            if f"{name}_3d" in data:
+                write_nifti(np.asarray(data[f"{name}_3d"])[0], data["image_meta"]["volume_spacing"],
+                             temp / f"{name}_3d.nii.gz")
+        (temp / "roi.json").write_text(json.dumps(record, indent=1))
+    return _index_row(case, target, record)
+
+
+def _index_row(case: dict, target: Path, record: dict) -> dict:
+    return {"patient_id": case["patient_id"], "modality": case["modality"], "label": case["label"],
+            "split": case["split"], "group": case["group"], "roi_dir": str(target), "ndim": record["ndim"],
+            "slice_index": record["slice_index"], "roi_shape": "x".join(map(str, record["roi_shape"])),
+            "lesion_pixels": record["lesion_pixels"]}
+
+
+def crop_cohort(manifest: Manifest, out_dir: str | os.PathLike, settings: RoiSettings = RoiSettings(),
+                progress: bool = True) -> pd.DataFrame:
+    """Crop every patient's ROI for every modality; raise one CaseError listing all failures."""
+    roi_root = Path(out_dir) / "roi"
+    rows, failures = [], []
+    cases = [case for modality in manifest.modalities for case in manifest.cases(modality)]
+    for case in tqdm(cases, desc="crop ROIs", unit="roi", disable=not progress):
+        try:
+            rows.append(crop_case(case, roi_root, settings))
+        except Exception as error:
+            cause = find_case_error(error)
+            if cause is None:
+                raise
+            failures.append(f"{case['modality']}: {cause}")
+    if failures:
+        raise CaseError(f"{len(failures)} ROI(s) failed (no index written):\n  " + "\n  ".join(failures))
+    index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
+    write_csv(index, roi_root / "roi_index.csv")
+    return index
