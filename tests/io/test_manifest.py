@@ -1,0 +1,117 @@
+"""Manifest parsing and `validate`: every bad input gives its own message naming patient and file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from mmdlr.errors import ManifestError
+from mmdlr.io.manifest import parse_label, read_manifest
+from mmdlr.io.validate import validate_manifest
+
+
+def write_png(path, array):
+    Image.fromarray(np.asarray(array, np.uint8)).save(path)
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    """Four good US patients (two per class) as PNG, plus helper files for bad cases."""
+    for i in range(4):
+        write_png(tmp_path / f"i{i}.png", np.full((12, 12), 60 + i))
+        mask = np.zeros((12, 12))
+        mask[3:7, 3:7] = 255
+        write_png(tmp_path / f"m{i}.png", mask)
+    write_png(tmp_path / "empty_mask.png", np.zeros((12, 12)))
+    write_png(tmp_path / "small_mask.png", np.full((10, 12), 255))
+    (tmp_path / "corrupt.png").write_bytes(b"garbage")
+    return tmp_path
+
+
+def rows(n=4):
+    return [{"patient_id": f"P{i}", "label": ["benign", "malignant"][i % 2], "us_image": f"i{i}.png",
+             "us_mask": f"m{i}.png"} for i in range(n)]
+
+
+def check(folder, table_rows, columns=None):
+    path = folder / "manifest.csv"
+    pd.DataFrame(table_rows, columns=columns).to_csv(path, index=False)
+    return validate_manifest(path, progress=False)
+
+
+def test_good_manifest_summary(folder):
+    report = check(folder, rows())
+    assert report.ok, report.problems
+    us = report.summary.set_index("modality").loc["us"]
+    assert (us["patients"], us["benign"], us["malignant"], us["dimensions"]) == (4, 2, 2, "2D")
+
+
+@pytest.mark.parametrize("label,expected", [("0", 0), ("1", 1), ("Benign", 0), ("MALIGNANT", 1), ("2", None),
+                                            ("", None), ("maybe", None)])
+def test_parse_label(label, expected):
+    assert parse_label(label) == expected
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda r: r[0].update(us_image="corrupt.png"), "patient P0, file {folder}/corrupt.png: cannot read"),
+    (lambda r: r[1].update(us_image="absent.png"), "patient P1, file {folder}/absent.png: file not found"),
+    (lambda r: r[2].update(us_mask="empty_mask.png"), "patient P2, file {folder}/empty_mask.png: mask is empty"),
+    (lambda r: r[3].update(us_mask="small_mask.png"), "patient P3, file {folder}/small_mask.png: mask shape"),
+    (lambda r: r[0].update(label="probably"), "patient P0: bad label 'probably'"),
+    (lambda r: r[1].update(patient_id="P0"), "patient P0: duplicate patient_id on rows 2, 3"),
+    (lambda r: r[2].update(us_mask=""), "patient P2: us image i2.png has no mask"),
+    (lambda r: r[3].update(us_image="", us_mask=""), "patient P3: no modality present"),
+    (lambda r: [x.update(label="malignant") for x in r], "only one class present (malignant)"),
+])
+def test_each_bad_input_has_its_own_message(folder, change, message):
+    table = rows()
+    change(table)
+    report = check(folder, table)
+    assert not report.ok
+    expected = message.format(folder=folder)
+    assert any(expected in problem for problem in report.problems), report.problems
+
+
+def test_all_problems_reported_at_once(folder):
+    table = rows()
+    table[0]["us_image"] = "corrupt.png"
+    table[2]["us_mask"] = "empty_mask.png"
+    table[3]["label"] = "x"
+    assert len(check(folder, table).problems) == 3
+
+
+def test_split_and_group_checks(folder):
+    table = rows()
+    for i, row in enumerate(table):
+        row["split"], row["group"] = ["train", "test", "train", "validation"][i], "g1" if i < 2 else ""
+    problems = check(folder, table).problems
+    assert any("bad split 'validation'" in p for p in problems)
+    assert any("group g1: its patients are in both train and test" in p for p in problems)
+
+
+def test_missing_columns_and_paths_relative_to_csv(folder):
+    report = check(folder, [{"patient_id": "P0", "us_image": "i0.png", "us_mask": "m0.png"}])
+    assert "missing required column 'label'" in report.problems
+    manifest_rows = rows() + [{"patient_id": "P9", "label": "1", "us_image": "", "us_mask": "",
+                               "mg_image": "i0.png", "mg_mask": "m0.png;m1.png"}]
+    pd.DataFrame(manifest_rows).to_csv(folder / "m.csv", index=False)
+    manifest = read_manifest(folder / "m.csv")
+    assert manifest.modalities == ["us", "mg"]
+    (mg_case,) = manifest.cases("mg")
+    assert mg_case["patient_id"] == "P9" and mg_case["label"] == 1
+    assert mg_case["mask"] == [str(folder / "m0.png"), str(folder / "m1.png")]
+    assert len(manifest.cases("us")) == 4  # P9 misses US: left out, not an error
+    with pytest.raises(ManifestError, match="modality 'mr' not in manifest"):
+        manifest.cases("mr")
+
+
+def test_read_manifest_raises_with_every_structural_problem(folder):
+    table = rows()
+    table[0]["label"] = "?"
+    table[1]["patient_id"] = "P0"
+    pd.DataFrame(table).to_csv(folder / "bad.csv", index=False)
+    with pytest.raises(ManifestError) as error:
+        read_manifest(folder / "bad.csv")
+    assert len(error.value.problems) == 2

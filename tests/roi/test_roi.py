@@ -1,0 +1,97 @@
+"""ROI maths, largest slice, crop transforms and the crop cache."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mmdlr.errors import CaseError
+from mmdlr.io.manifest import read_manifest
+from mmdlr.io.readers import read_image
+from mmdlr.roi.box import largest_slice_index, lesion_box
+from mmdlr.roi.cache import RoiSettings, crop_cohort
+from mmdlr.roi.transforms import CropLesionROId, SelectLargestLesionSliced
+
+
+def test_lesion_box_margins_and_clipping():
+    mask = np.zeros((50, 40), bool)
+    mask[10:20, 5:15] = True
+    assert lesion_box(mask) == ((10, 20), (5, 15))
+    assert lesion_box(mask, margin=3) == ((7, 23), (2, 18))
+    assert lesion_box(mask, margin=10) == ((0, 30), (0, 25))  # clipped at the image border
+    assert lesion_box(mask, margin=20, margin_unit="percent") == ((8, 22), (3, 17))
+    with pytest.raises(ValueError, match="empty"):
+        lesion_box(np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="margin_unit"):
+        lesion_box(mask, 1, "mm")
+
+
+def test_largest_slice_and_3d_crop():
+    volume = np.arange(5 * 30 * 30, dtype=np.float32).reshape(1, 5, 30, 30)
+    mask = np.zeros((1, 5, 30, 30), np.uint8)
+    mask[0, 1, 10:12, 10:12] = 1
+    mask[0, 3, 5:20, 8:25] = 1
+    mask[0, 2, 6:15, 9:20] = 1
+    assert largest_slice_index(mask[0]) == 3
+    data = {"image": volume, "mask": mask, "image_meta": {"spacing": (3.0, 0.5, 0.5)}}
+    data = SelectLargestLesionSliced()(data)
+    assert data["slice_index"] == 3 and data["image"].shape == (1, 30, 30)
+    np.testing.assert_array_equal(data["image"], volume[:, 3])
+    assert data["image_meta"]["spacing"] == (0.5, 0.5)
+    assert data["image_meta"]["volume_spacing"] == (3.0, 0.5, 0.5)
+    data = CropLesionROId(margin=2)(data)
+    assert data["roi_box"] == ((3, 22), (6, 27))
+    assert data["image"].shape == (1, 19, 21) and data["mask"].sum() == 15 * 17
+    assert data["roi_box_3d"] == ((0, 5), (3, 22), (6, 27))
+    assert data["mask_3d"].sum() == mask.sum()
+
+
+def test_2d_input_passes_largest_slice_untouched():
+    data = {"image": np.ones((1, 8, 8)), "mask": np.ones((1, 8, 8))}
+    assert "slice_index" not in SelectLargestLesionSliced()(data)
+
+
+def test_crop_cohort_writes_reuses_and_invalidates(small_cohort, tmp_path):
+    manifest = read_manifest(small_cohort)
+    index = crop_cohort(manifest, tmp_path, progress=False)
+    expected = sum(len(manifest.cases(m)) for m in manifest.modalities)
+    assert len(index) == expected
+    assert set(index["ndim"][index["modality"] == "mr"]) == {3}
+    mr_dir = tmp_path / "roi" / "mr" / index.loc[index["modality"] == "mr", "patient_id"].iloc[0]
+    assert {p.name for p in mr_dir.iterdir()} == {"image.nii.gz", "mask.nii.gz", "image_3d.nii.gz",
+                                                   "mask_3d.nii.gz", "roi.json"}
+    roi = read_image(mr_dir / "image.nii.gz")
+    roi_mask = read_image(mr_dir / "mask.nii.gz")
+    assert roi.array.shape == roi_mask.array.shape and roi_mask.array.any()
+    assert roi.spacing == pytest.approx((0.6, 0.6))
+    assert read_image(mr_dir / "mask_3d.nii.gz").spacing == pytest.approx((3.0, 0.6, 0.6))
+    written = pd.read_csv(tmp_path / "roi" / "roi_index.csv", keep_default_na=False)
+    assert written["patient_id"].tolist() == index["patient_id"].tolist()
+    assert (written["lesion_pixels"] > 0).all()
+
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "roi").rglob("roi.json")}
+    crop_cohort(manifest, tmp_path, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "roi").rglob("roi.json")} == stamps
+
+    crop_cohort(manifest, tmp_path, RoiSettings(margin=0), progress=False)
+    record = json.loads((mr_dir / "roi.json").read_text())
+    assert record["settings"]["margin"] == 0
+    assert all(p.stat().st_mtime_ns != stamps[p] for p in stamps)
+    assert not list((tmp_path / "roi").rglob(".*"))  # no temporary leftovers
+
+
+def test_crop_cohort_reports_every_failure_and_writes_no_index(small_cohort, tmp_path):
+    table = pd.read_csv(small_cohort, dtype=str, keep_default_na=False)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    first_us = table.index[table["us_image"] != ""][0]
+    table.loc[first_us, "us_image"] = str(broken)
+    manifest_path = small_cohort.parent / "manifest_broken.csv"
+    table.to_csv(manifest_path, index=False)
+    with pytest.raises(CaseError) as error:
+        crop_cohort(read_manifest(manifest_path), tmp_path / "out", progress=False)
+    assert table.loc[first_us, "patient_id"] in str(error.value) and "broken.png" in str(error.value)
+    assert not (tmp_path / "out" / "roi" / "roi_index.csv").exists()
