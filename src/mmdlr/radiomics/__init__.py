@@ -1,0 +1,1 @@
+"""PyRadiomics features of the cached lesion ROIs."""

@@ -1,0 +1,86 @@
+"""PyRadiomics extraction per ROI, cached, parallel over patients, one table per modality.
+
+2D ROIs (the largest lesion slice, or a 2D image) use ``configs/radiomics_2d.yaml``; with
+``dimension="3d"`` volumetric modalities use their 3D ROI and ``configs/radiomics_3d.yaml``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import joblib
+import pandas as pd
+from tqdm.auto import tqdm
+
+from mmdlr.atomic import write_csv, write_text
+from mmdlr.errors import CaseError
+from mmdlr.paths import CONFIG_DIR
+
+ID_COLUMNS = ["patient_id", "label", "split", "group"]
+DEFAULT_PARAMS = {"2d": CONFIG_DIR / "radiomics_2d.yaml", "3d": CONFIG_DIR / "radiomics_3d.yaml"}
+
+
+def _roi_files(roi_dir: Path, use_volume: bool) -> tuple[Path, Path]:
+    suffix = "_3d" if use_volume else ""
+    return roi_dir / f"image{suffix}.nii.gz", roi_dir / f"mask{suffix}.nii.gz"
+
+
+def extract_roi(roi_dir: str | os.PathLike, params: str | os.PathLike, use_volume: bool = False) -> dict[str, float]:
+    """Features of one cached ROI (diagnostics dropped), cached next to it under a params hash."""
+    import radiomics
+    from radiomics import featureextractor
+
+    roi_dir = Path(roi_dir)
+    image, mask = _roi_files(roi_dir, use_volume)
+    roi_key = json.loads((roi_dir / "roi.json").read_text())["key"]
+    key = hashlib.sha256(f"{roi_key}|{Path(params).read_text()}|{use_volume}|{radiomics.__version__}"
+                         .encode()).hexdigest()[:16]
+    cache = roi_dir / f"radiomics_{key}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    radiomics.setVerbosity(logging.ERROR)
+    result = featureextractor.RadiomicsFeatureExtractor(str(params)).execute(str(image), str(mask))
+    features = {name: float(value) for name, value in result.items() if not name.startswith("diagnostics_")}
+    write_text(json.dumps(features), cache)
+    return features
+
+
+def _extract_row(row: dict, params: Path, use_volume: bool) -> dict:
+    try:
+        return row | extract_roi(row["roi_dir"], params, use_volume)
+    except Exception as error:
+        image, _ = _roi_files(Path(row["roi_dir"]), use_volume)
+        return row | {"error": f"{type(error).__name__}: {error}", "file": str(image)}
+
+
+def extract_cohort(roi_index: pd.DataFrame, out_dir: str | os.PathLike, dimension: str = "2d",
+                   params: dict[str, str | os.PathLike] | None = None, n_jobs: int = 1,
+                   backend: str = "loky", progress: bool = True) -> dict[str, Path]:
+    """Write ``OUT/radiomics_<mod>.csv`` for every modality of a ROI index; return their paths.
+
+    Every failed patient is listed in one CaseError (and no table of that modality is written).
+    """
+    if dimension not in DEFAULT_PARAMS:
+        raise ValueError(f"dimension must be '2d' or '3d', not {dimension!r}")
+    params = {k: Path(v) for k, v in (DEFAULT_PARAMS | (params or {})).items()}
+    rows = roi_index.to_dict("records")
+    jobs = [joblib.delayed(_extract_row)(row, params["3d" if use_volume else "2d"], use_volume)
+            for row in rows for use_volume in [dimension == "3d" and int(row["ndim"]) == 3]]
+    with joblib.parallel_config(backend=backend, n_jobs=n_jobs):
+        results = list(tqdm(joblib.Parallel(return_as="generator")(jobs), total=len(jobs),
+                            desc="radiomics", unit="roi", disable=not progress))
+    failures = [f"{r['modality']}: patient {r['patient_id']}, file {r['file']}: {r['error']}"
+                for r in results if "error" in r]
+    if failures:
+        raise CaseError(f"radiomics failed for {len(failures)} ROI(s):\n  " + "\n  ".join(failures))
+    written = {}
+    table = pd.DataFrame(results)
+    for modality, part in table.groupby("modality", sort=True):
+        features = part.drop(columns=[c for c in roi_index.columns if c not in ID_COLUMNS])
+        features = features.dropna(axis=1, how="all")
+        written[modality] = write_csv(features, Path(out_dir) / f"radiomics_{modality}.csv")
+    return written
