@@ -1,0 +1,1 @@
+"""`mmdlr run`: the stages tied together, resumable, with provenance."""
