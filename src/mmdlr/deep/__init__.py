@@ -1,0 +1,20 @@
+"""Deep half of the pipeline: ImageNet backbones on lesion ROIs, frozen or fine-tuned, pooled features.
+
+The MONAI bundle under ``bundle/`` drives these pieces from JSON (``"$import mmdlr.deep as deep"``).
+"""
+
+from mmdlr.deep.backbones import BACKBONES, BackboneSpec, get_backbone
+from mmdlr.deep.classifier import MODES, DeepClassifier, trainable_from
+from mmdlr.deep.data import PARTS, partition, select_patients
+from mmdlr.deep.features import FeatureDataset, Features, extract_features
+from mmdlr.deep.gradcam import roi_heatmap, save_gradcam
+from mmdlr.deep.report import write_metrics
+from mmdlr.deep.table import PROB_COLUMN, feature_column, write_deep_table
+from mmdlr.deep.weights import imagenet_cache_path, imagenet_state_dict, load_pretrained
+
+__all__ = [
+    "BACKBONES", "BackboneSpec", "DeepClassifier", "FeatureDataset", "Features", "MODES", "PARTS", "PROB_COLUMN",
+    "extract_features", "feature_column", "get_backbone", "imagenet_cache_path", "imagenet_state_dict",
+    "load_pretrained", "partition", "roi_heatmap", "save_gradcam", "select_patients", "trainable_from",
+    "write_deep_table", "write_metrics",
+]

