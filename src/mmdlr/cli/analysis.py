@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mmdlr.analysis import ConfigError, run_analysis
+from mmdlr.analysis import ConfigError, FeatureTableError, run_analysis
 from mmdlr.evaluate import OneClassFoldError
 
 
 def run_analyze(args: argparse.Namespace) -> int:
     try:
         result = run_analysis(args.features, args.out, args.config, manifest=args.manifest, progress=not args.quiet)
-    except (ConfigError, OneClassFoldError) as error:
+    except (ConfigError, FeatureTableError, OneClassFoldError) as error:
         print(f"mmdlr analyze: error: {error}", file=sys.stderr)
         return 2
     for family, table in result.tables.items():

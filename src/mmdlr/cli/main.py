@@ -10,7 +10,7 @@ import sys
 from mmdlr import __version__
 from mmdlr.errors import CaseError, ManifestError
 
-COMMAND_MODULES = ("mmdlr.cli.data", "mmdlr.cli.radiomics", "mmdlr.cli.pipeline")
+COMMAND_MODULES = ("mmdlr.cli.data", "mmdlr.cli.radiomics", "mmdlr.cli.analysis", "mmdlr.cli.pipeline")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,64 @@
+"""Clinical characteristics of the training and test patients (paper Table 1)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.stats import chi2_contingency, mannwhitneyu, ttest_ind
+
+from mmdlr.evaluate import Fold
+from mmdlr.io.manifest import LABEL_NAMES, Manifest, parse_label
+
+CATEGORICAL_MAX_LEVELS = 10
+
+
+def _is_continuous(values: pd.Series) -> bool:
+    numeric = pd.to_numeric(values, errors="coerce")
+    return bool(numeric.notna().all() and numeric.nunique() > CATEGORICAL_MAX_LEVELS)
+
+
+def _continuous_rows(name: str, train: pd.Series, test: pd.Series) -> list[dict]:
+    train, test = train.astype(float), test.astype(float)
+    t = ttest_ind(train, test)
+    return [{"variable": name, "level": "", "train": f"{train.mean():.2f} ± {train.std():.2f}",
+             "test": f"{test.mean():.2f} ± {test.std():.2f}", "test_used": "t-test", "statistic": float(t.statistic),
+             "p_value": float(t.pvalue), "p_mannwhitney": float(mannwhitneyu(train, test).pvalue)}]
+
+
+def _categorical_rows(name: str, train: pd.Series, test: pd.Series) -> list[dict]:
+    counts = pd.crosstab(pd.concat([train, test]), ["train"] * len(train) + ["test"] * len(test))
+    counts = counts.reindex(columns=["train", "test"], fill_value=0)
+    testable = counts.shape[0] > 1 and (counts.sum(axis=0) > 0).all()
+    chi2 = chi2_contingency(counts.to_numpy()) if testable else None
+    rows = [{"variable": name, "level": "", "train": "", "test": "", "test_used": "chi-square",
+             "statistic": float(chi2.statistic) if chi2 else np.nan, "p_value": float(chi2.pvalue) if chi2 else np.nan,
+             "p_mannwhitney": np.nan}]
+    for level, (n_train, n_test) in counts.iterrows():
+        rows.append({"variable": name, "level": str(level),
+                     "train": f"{n_train} ({100 * n_train / len(train):.1f}%)",
+                     "test": f"{n_test} ({100 * n_test / len(test):.1f}%)",
+                     "test_used": "", "statistic": np.nan, "p_value": np.nan, "p_mannwhitney": np.nan})
+    return rows
+
+
+def clinical_table(manifest: Manifest, fold: Fold) -> pd.DataFrame | None:
+    """Train vs test comparison of the manifest's pathology label and clinical columns.
+
+    Continuous variables (numeric with more than 10 distinct values): mean ± SD, t-test (Mann-Whitney p
+    as well); others: n (%) per level, chi-square test. Empty cells are left out per variable.
+    Returns None when the manifest has no clinical columns.
+    """
+    if not manifest.clinical_columns:
+        return None
+    table = manifest.table.set_index("patient_id")
+    pathology = table["label"].map(parse_label).map(dict(enumerate(LABEL_NAMES))).fillna("")
+    rows = []
+    for name, column in [("pathology", pathology)] + [(c, table[c]) for c in manifest.clinical_columns]:
+        present = column[column.astype(str) != ""]
+        train = present.reindex(pd.Index(fold.train)).dropna()
+        test = present.reindex(pd.Index(fold.test)).dropna()
+        if train.empty or test.empty:
+            continue
+        both = pd.concat([train, test])
+        rows += _continuous_rows(name, train, test) if _is_continuous(both) else _categorical_rows(name, train, test)
+    return pd.DataFrame(rows)

@@ -1,0 +1,175 @@
+"""Analysis configuration: YAML -> validated dataclasses (unknown keys are errors)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from mmdlr.classify.zoo import CLASSIFIERS, DEFAULT_GRIDS, make_classifier
+
+FAMILIES = ("radiomics", "deep", "radiomics+deep")
+PROTOCOLS = ("holdout", "nested_cv")
+BACKENDS = ("loky", "threading", "dask")
+
+
+class ConfigError(ValueError):
+    """An analysis configuration with an unknown key or an invalid value."""
+
+
+@dataclass
+class HoldoutConfig:
+    test_size: float = 0.2
+
+    def __post_init__(self):
+        _require(0 < self.test_size < 1, f"holdout.test_size must be in (0, 1), got {self.test_size}")
+
+
+@dataclass
+class NestedCVConfig:
+    outer_folds: int = 5
+    repeats: int = 3
+
+    def __post_init__(self):
+        _require(self.outer_folds >= 2 and self.repeats >= 1, "nested_cv needs outer_folds >= 2 and repeats >= 1")
+
+
+@dataclass
+class SelectConfig:
+    mannwhitney_p: float = 0.05
+    spearman_rho: float = 0.9
+    lasso_alphas: int = 10
+    fallback_k: int = 10
+
+    def __post_init__(self):
+        _require(0 < self.mannwhitney_p <= 1, "select.mannwhitney_p must be in (0, 1]")
+        _require(0 < self.spearman_rho <= 1, "select.spearman_rho must be in (0, 1]")
+        _require(self.lasso_alphas >= 1 and self.fallback_k >= 1,
+                 "select.lasso_alphas and select.fallback_k must be >= 1")
+
+
+@dataclass
+class PCAConfig:
+    deep: int = 32
+    fused: int = 108
+
+    def __post_init__(self):
+        _require(self.deep >= 1 and self.fused >= 1, "pca.deep and pca.fused must be >= 1")
+
+
+@dataclass
+class FusionConfig:
+    early: bool = True
+    ensemble: bool = True
+    stacking: bool = True
+    missing: str = "complete"
+
+    def __post_init__(self):
+        _require(self.missing in ("complete", "impute"),
+                 f"fusion.missing must be 'complete' or 'impute', got {self.missing!r}")
+
+
+@dataclass
+class BootstrapConfig:
+    n: int = 2000
+    seed: int = 42
+
+    def __post_init__(self):
+        _require(self.n >= 100, f"bootstrap.n must be >= 100, got {self.n}")
+
+
+@dataclass
+class ParallelConfig:
+    backend: str = "loky"
+    n_jobs: int = 2
+    scheduler_address: str | None = None
+
+    def __post_init__(self):
+        _require(self.backend in BACKENDS, f"parallel.backend must be one of {BACKENDS}, got {self.backend!r}")
+        _require(self.n_jobs == -1 or self.n_jobs >= 1, "parallel.n_jobs must be >= 1 or -1")
+
+
+@dataclass
+class AnalysisConfig:
+    """Every setting of ``mmdlr analyze``; see ``configs/paper.yaml`` for the documented defaults."""
+
+    protocol: str = "holdout"
+    seed: int = 42
+    holdout: HoldoutConfig = field(default_factory=HoldoutConfig)
+    nested_cv: NestedCVConfig = field(default_factory=NestedCVConfig)
+    inner_folds: int = 3
+    modalities: list[str] | None = None
+    families: list[str] = field(default_factory=lambda: list(FAMILIES))
+    select: SelectConfig = field(default_factory=SelectConfig)
+    pca: PCAConfig = field(default_factory=PCAConfig)
+    classifiers: dict[str, dict[str, list]] = field(default_factory=lambda: dict(DEFAULT_GRIDS))
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    threshold: float | str = 0.5
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+    save_models: bool = True
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+
+    def __post_init__(self):
+        _require(self.protocol in PROTOCOLS, f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        _require(self.inner_folds >= 2, "inner_folds must be >= 2")
+        unknown = sorted(set(self.families) - set(FAMILIES))
+        _require(not unknown and self.families, f"families must be a non-empty subset of {FAMILIES}; unknown {unknown}")
+        _require(self.threshold == "youden" or (not isinstance(self.threshold, str) and 0 < self.threshold < 1),
+                 f"threshold must be a probability in (0, 1) or 'youden', got {self.threshold!r}")
+        self.classifiers = _classifier_grids(self.classifiers)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _classifier_grids(classifiers) -> dict[str, dict[str, list]]:
+    """A list of names gets the default grids; a mapping gives each name its own grid ({} = no tuning)."""
+    if isinstance(classifiers, (list, tuple)):
+        classifiers = {name: DEFAULT_GRIDS.get(name, {}) for name in classifiers}
+    _require(isinstance(classifiers, dict) and classifiers, "classifiers must be a non-empty list or mapping")
+    grids = {}
+    for name, grid in classifiers.items():
+        _require(name in CLASSIFIERS, f"unknown classifier {name!r}; choose from {CLASSIFIERS}")
+        grid = dict(grid or {})
+        unknown = sorted(set(grid) - set(make_classifier(name).get_params()))
+        _require(not unknown, f"classifiers.{name}: unknown hyper-parameter(s) {unknown}")
+        grids[name] = {key: list(values) if isinstance(values, (list, tuple)) else [values]
+                       for key, values in grid.items()}
+    return grids
+
+
+def _build(cls, values: dict, path: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path} must be a mapping, got {type(values).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown key(s) in {path}: {', '.join(unknown)}; known: {', '.join(known)}")
+    kwargs = {}
+    for name, value in values.items():
+        default = known[name].default_factory() if known[name].default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(default):
+            value = _build(type(default), value or {}, f"{path}.{name}")
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as error:
+        raise ConfigError(f"{path}: {error}") from error
+
+
+def config_from_dict(values: dict | None) -> AnalysisConfig:
+    """Validated :class:`AnalysisConfig` from a plain mapping (missing keys take their defaults)."""
+    return _build(AnalysisConfig, values or {}, "config")
+
+
+def load_config(path: str | Path) -> AnalysisConfig:
+    """Read a YAML analysis config with ``yaml.safe_load`` and validate it."""
+    with open(path, encoding="utf-8") as handle:
+        return config_from_dict(yaml.safe_load(handle))

@@ -1,0 +1,154 @@
+"""Feature tables -> one patient x feature frame with a block per (family, modality).
+
+Reads ``DIR/radiomics_<mod>.csv`` and ``DIR/deep_<mod>.csv`` (format in docs/contracts.md). Columns
+are renamed ``<family>_<mod>__<feature>`` so modalities never collide; a patient without a
+modality has NaN in that block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+TABLE_FAMILIES = ("radiomics", "deep")
+META_COLUMNS = ("patient_id", "label", "split", "group")
+NON_FEATURE_COLUMNS = (*META_COLUMNS, "head_prob_malignant")
+
+
+class FeatureTableError(ValueError):
+    """A feature table that cannot be used (missing columns, bad labels, conflicting patients, ...)."""
+
+
+@dataclass(frozen=True)
+class Block:
+    """One modality of one feature family."""
+
+    family: str
+    modality: str
+    features: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return block_name(self.family, self.modality)
+
+    @property
+    def columns(self) -> list[str]:
+        return [f"{self.name}__{feature}" for feature in self.features]
+
+
+@dataclass
+class FeatureSet:
+    """All feature tables of a cohort, aligned on patient_id."""
+
+    frame: pd.DataFrame
+    blocks: dict[str, Block]
+    labels: pd.Series
+    split: pd.Series
+    groups: pd.Series
+    modalities: list[str]
+    absent: list[str] = field(default_factory=list)
+
+    def block_columns(self, names: Sequence[str]) -> dict[str, list[str]]:
+        """Block spec (name -> columns) of the named blocks."""
+        return {name: self.blocks[name].columns for name in names}
+
+    @property
+    def has_groups(self) -> bool:
+        return bool((self.groups.fillna("").astype(str) != "").any())
+
+
+def block_name(family: str, modality: str) -> str:
+    return f"{family}_{modality}"
+
+
+def feature_names(table: pd.DataFrame) -> list[str]:
+    """Feature columns of a feature table (everything but ids, labels, the CNN head output, diagnostics)."""
+    return [c for c in table.columns if c not in NON_FEATURE_COLUMNS and not c.startswith("diagnostics_")]
+
+
+def block_frame(table: pd.DataFrame, block: Block) -> pd.DataFrame:
+    """The block's features of ``table`` (indexed by patient_id) under their prefixed column names."""
+    indexed = table.assign(patient_id=table["patient_id"].astype(str)).set_index("patient_id")
+    missing = [feature for feature in block.features if feature not in indexed.columns]
+    if missing:
+        raise FeatureTableError(f"{block.name}: table lacks {len(missing)} feature(s), e.g. {missing[:3]}")
+    frame = indexed[list(block.features)]
+    frame.columns = block.columns
+    return frame
+
+
+def read_feature_table(path: Path) -> pd.DataFrame:
+    """One feature CSV with ids as strings, validated labels and numeric features."""
+    table = pd.read_csv(path, dtype={"patient_id": str, "split": str, "group": str}, keep_default_na=True)
+    missing = [column for column in ("patient_id", "label") if column not in table.columns]
+    if missing:
+        raise FeatureTableError(f"{path}: missing column(s) {missing}")
+    duplicated = table["patient_id"][table["patient_id"].duplicated()]
+    if len(duplicated):
+        raise FeatureTableError(f"{path}: duplicate patient_id {duplicated.iloc[0]}")
+    if not table["label"].isin([0, 1]).all():
+        raise FeatureTableError(f"{path}: label must be 0 or 1")
+    for column in feature_names(table):
+        try:
+            table[column] = table[column].astype(float)
+        except ValueError as error:
+            raise FeatureTableError(f"{path}: feature column {column!r} is not numeric") from error
+    for column in ("split", "group"):
+        table[column] = table[column].fillna("").astype(str) if column in table.columns else ""
+    return table
+
+
+def load_feature_set(directory: str | Path, modalities: Sequence[str] | None = None) -> FeatureSet:
+    """Read every feature table of ``directory``; ``modalities`` fixes which and in what order (default: all, sorted).
+
+    Tables that are expected but absent are listed in ``absent``.
+    """
+    directory = Path(directory)
+    found = {(family, path.stem[len(family) + 1:]): path
+             for family in TABLE_FAMILIES for path in sorted(directory.glob(f"{family}_*.csv"))}
+    modalities = list(modalities) if modalities else sorted({modality for _, modality in found})
+    if not modalities:
+        raise FileNotFoundError(f"no radiomics_<mod>.csv or deep_<mod>.csv tables in {directory}")
+    blocks, frames, meta, absent = {}, [], [], []
+    for family in TABLE_FAMILIES:
+        for modality in modalities:
+            path = found.get((family, modality))
+            if path is None:
+                absent.append(f"{family}_{modality}.csv")
+                continue
+            table = read_feature_table(path)
+            block = Block(family, modality, tuple(feature_names(table)))
+            blocks[block.name] = block
+            frames.append(block_frame(table, block))
+            meta.append(table[list(META_COLUMNS)].assign(source=path.name))
+    if not blocks:
+        raise FileNotFoundError(f"none of the feature tables for modalities {modalities} exist in {directory}")
+    labels, split, groups = _patient_meta(pd.concat(meta, ignore_index=True))
+    frame = pd.concat(frames, axis=1).reindex(labels.index)
+    return FeatureSet(frame, blocks, labels, split, groups, modalities, absent)
+
+
+def _patient_meta(meta: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Label, split and group per patient; tables must agree on each."""
+    for column in ("label", "split", "group"):
+        values = meta[meta[column].astype(str) != ""] if column != "label" else meta
+        conflicting = values.groupby("patient_id")[column].nunique()
+        if (conflicting > 1).any():
+            patient = conflicting.index[conflicting > 1][0]
+            sources = ", ".join(values.loc[values["patient_id"] == patient, "source"])
+            raise FeatureTableError(f"patient {patient}: {column} differs between {sources}")
+    first = meta.sort_values("patient_id", kind="stable").groupby("patient_id", sort=True)
+    labels = first["label"].first().astype(int)
+    split = first["split"].agg(lambda values: next((v for v in values if v), ""))
+    groups = first["group"].agg(lambda values: next((v for v in values if v), ""))
+    return labels, split, groups
+
+
+def assemble_features(tables: Mapping[str, pd.DataFrame], blocks: Mapping[str, Block]) -> pd.DataFrame:
+    """Frame with every block's prefixed columns from per-block tables (NaN for a block not given)."""
+    frames = [block_frame(tables[name], block) if name in tables else pd.DataFrame(columns=block.columns)
+              for name, block in blocks.items()]
+    return pd.concat(frames, axis=1).astype(float)

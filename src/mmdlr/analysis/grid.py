@@ -1,0 +1,144 @@
+"""The rows of the result tables (paper Tables 2-4) and the model that produces each row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+from sklearn.preprocessing import StandardScaler
+
+from mmdlr.analysis.config import AnalysisConfig
+from mmdlr.analysis.features import TABLE_FAMILIES, FeatureSet, block_name
+from mmdlr.classify import chosen_classifier, combined_steps, deep_steps, model_search, radiomics_steps
+from mmdlr.fuse import AccuracyWeightedEnsemble, StackingFusion, block_presence, fusion_subsets
+
+TABLE_NAMES = {"radiomics": "radiomics", "deep": "deep", "radiomics+deep": "fusion"}
+SINGLE, EARLY, COMBINED, ENSEMBLE, STACKING = "single", "early", "combined", "ensemble", "stacking"
+
+
+@dataclass(frozen=True)
+class GridRow:
+    """One line of a result table: a feature family, a method name and the blocks it uses."""
+
+    family: str
+    method: str
+    kind: str
+    blocks: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SkippedRow:
+    family: str
+    method: str
+    reason: str
+
+
+def _modality_label(modalities) -> str:
+    return "+".join(modality.upper() for modality in modalities)
+
+
+def plan_rows(features: FeatureSet, config: AnalysisConfig) -> tuple[list[GridRow], list[SkippedRow]]:
+    """All rows the config asks for; rows whose tables are absent or that lack patients are skipped."""
+    wanted, skipped = [], []
+    for family in config.families:
+        if family in TABLE_FAMILIES:
+            wanted += _family_rows(family, features, config, skipped)
+        else:
+            wanted += _combined_rows(features, config, skipped)
+    rows = []
+    min_per_class = 2 * config.inner_folds
+    for row in wanted:
+        counts = features.labels.loc[row_patients(row, features, config.fusion.missing)].value_counts()
+        if min(counts.get(0, 0), counts.get(1, 0)) < min_per_class:
+            skipped.append(SkippedRow(row.family, row.method,
+                                      f"fewer than {min_per_class} patients of a class ({counts.to_dict()})"))
+        else:
+            rows.append(row)
+    return rows, skipped
+
+
+def _family_rows(family: str, features: FeatureSet, config: AnalysisConfig, skipped: list) -> list[GridRow]:
+    modalities = features.modalities
+    available = [m for m in modalities if block_name(family, m) in features.blocks]
+    rows = []
+    subsets = [(m,) for m in modalities] + (fusion_subsets(modalities) if config.fusion.early else [])
+    for subset in subsets:
+        absent = [f"{block_name(family, m)}.csv" for m in subset if m not in available]
+        method = _modality_label(subset)
+        if absent:
+            skipped.append(SkippedRow(family, method, f"absent table(s): {', '.join(absent)}"))
+        else:
+            rows.append(GridRow(family, method, SINGLE if len(subset) == 1 else EARLY,
+                                tuple(block_name(family, m) for m in subset)))
+    rows += _late_rows(family, tuple(block_name(family, m) for m in available), config, skipped)
+    return rows
+
+
+def _combined_rows(features: FeatureSet, config: AnalysisConfig, skipped: list) -> list[GridRow]:
+    family = "radiomics+deep"
+    blocks = tuple(name for f in TABLE_FAMILIES for m in features.modalities
+                   if (name := block_name(f, m)) in features.blocks)
+    families_present = {features.blocks[name].family for name in blocks}
+    if families_present != set(TABLE_FAMILIES):
+        absent = ", ".join(sorted(set(TABLE_FAMILIES) - families_present))
+        skipped.append(SkippedRow(family, "*", f"no feature tables of family {absent}"))
+        return []
+    return [GridRow(family, "Rad + DF", COMBINED, blocks)] + _late_rows(family, blocks, config, skipped)
+
+
+def _late_rows(family: str, blocks: tuple[str, ...], config: AnalysisConfig, skipped: list) -> list[GridRow]:
+    rows = []
+    for enabled, kind, method in ((config.fusion.ensemble, ENSEMBLE, "Ensemble"),
+                                  (config.fusion.stacking, STACKING, "Stacking")):
+        if not enabled:
+            continue
+        if len(blocks) < 2:
+            skipped.append(SkippedRow(family, method, f"needs >= 2 modality blocks, found {list(blocks)}"))
+        else:
+            rows.append(GridRow(family, method, kind, blocks))
+    return rows
+
+
+def row_patients(row: GridRow, features: FeatureSet, missing: str = "complete") -> pd.Index:
+    """Patients a row can use: single/late fusion: any of its modalities; early/combined fusion:
+    all of them (``missing="complete"``) or any of them (``missing="impute"``)."""
+    presence = block_presence(features.frame, features.block_columns(row.blocks))
+    needs_all = row.kind in (EARLY, COMBINED) and missing == "complete"
+    keep = presence.all(axis=1) if needs_all else presence.any(axis=1)
+    return features.frame.index[keep.to_numpy()]
+
+
+def _family_search(family: str, blocks: dict[str, list[str]], config: AnalysisConfig):
+    seed, select = config.seed, config.select
+    columns = [column for block in blocks.values() for column in block]
+    if family == "radiomics":
+        steps = radiomics_steps(columns, select.mannwhitney_p, select.spearman_rho, select.lasso_alphas,
+                                select.fallback_k, config.inner_folds, seed)
+    elif family == "deep":
+        steps = deep_steps(blocks, config.pca.deep, seed)
+    else:
+        steps = combined_steps(columns, config.pca.fused, seed)
+    return model_search(steps, config.classifiers, config.inner_folds, seed)
+
+
+def build_model(row: GridRow, features: FeatureSet, config: AnalysisConfig):
+    """Unfitted estimator of a row: a model search (single, early, combined) or a late-fusion model."""
+    blocks = features.block_columns(row.blocks)
+    if row.kind in (SINGLE, EARLY, COMBINED):
+        return _family_search(row.family, blocks, config)
+    bases = [(name, _family_search(features.blocks[name].family, {name: columns}, config))
+             for name, columns in blocks.items()]
+    if row.kind == ENSEMBLE:
+        return AccuracyWeightedEnsemble(bases, blocks, cv=config.inner_folds, random_state=config.seed)
+    meta = model_search([("scale", StandardScaler())], config.classifiers, config.inner_folds, config.seed)
+    return StackingFusion(bases, blocks, meta_estimator=meta, cv=config.inner_folds, random_state=config.seed)
+
+
+def describe_classifier(model) -> str:
+    """Classifier(s) a fitted row model uses: the chosen one, the ensemble's bases joined by '+',
+    or the stacking meta-learner (as in the paper's tables)."""
+    if isinstance(model, AccuracyWeightedEnsemble):
+        return "+".join(dict.fromkeys(chosen_classifier(base) for base in model.estimators_.values()))
+    if isinstance(model, StackingFusion):
+        return chosen_classifier(model.meta_estimator_)
+    return chosen_classifier(model)

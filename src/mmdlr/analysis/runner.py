@@ -1,0 +1,196 @@
+"""``mmdlr analyze``: fit every grid row under the configured protocol and write the result files."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from joblib import Parallel, delayed, parallel_config
+from tqdm.auto import tqdm
+
+from mmdlr.analysis.bundle import ModelBundle, save_bundle
+from mmdlr.analysis.clinical import clinical_table
+from mmdlr.analysis.config import AnalysisConfig, ParallelConfig, load_config
+from mmdlr.analysis.features import FeatureSet, FeatureTableError, load_feature_set
+from mmdlr.analysis.fold import PREDICTION_COLUMNS, FoldOutcome, fit_row
+from mmdlr.analysis.grid import COMBINED, EARLY, SINGLE, TABLE_NAMES, SkippedRow, plan_rows
+from mmdlr.analysis.plots import plot_calibration, plot_roc
+from mmdlr.analysis.summary import (delong_comparison, holdout_row, markdown_table, nested_row, pooled_predictions,
+                                    result_table)
+from mmdlr.atomic import atomic_path, write_csv
+from mmdlr.evaluate import Fold, holdout_fold, repeated_folds
+from mmdlr.io.manifest import Manifest
+from mmdlr.parallel import dask_client
+
+log = logging.getLogger(__name__)
+
+TABLE_TITLES = {"radiomics": "Radiomic classification with conventional features (paper Table 2)",
+                "deep": "Classification with deep features (paper Table 3)",
+                "radiomics+deep": "Fusion of radiomic and deep features (paper Table 4)"}
+
+
+@dataclass
+class AnalysisResult:
+    """What a run produced: result tables per family, all predictions, skipped rows, output folder."""
+
+    results_dir: Path
+    tables: dict[str, pd.DataFrame]
+    predictions: pd.DataFrame
+    skipped: list[SkippedRow]
+
+
+def outer_folds(features: FeatureSet, config: AnalysisConfig) -> list[Fold]:
+    """The hold-out split or the repeated outer folds of nested CV, over all patients."""
+    if config.protocol == "holdout":
+        return [holdout_fold(features.labels, features.groups, features.split, config.holdout.test_size, config.seed)]
+    return repeated_folds(features.labels, features.groups, config.nested_cv.outer_folds,
+                          config.nested_cv.repeats, config.seed)
+
+
+def run_parallel(function: Callable, argument_lists: Sequence[tuple], parallel: ParallelConfig,
+                 description: str, progress: bool = True) -> list:
+    """``function(*arguments)`` for every argument tuple through joblib (loky, threading or dask)."""
+    client = dask_client(parallel.scheduler_address, parallel.n_jobs) if parallel.backend == "dask" else nullcontext()
+    with client, parallel_config(backend=parallel.backend, n_jobs=parallel.n_jobs):
+        results = Parallel(return_as="generator_unordered")(
+            delayed(function)(*arguments) for arguments in argument_lists)
+        return list(tqdm(results, total=len(argument_lists), desc=description, disable=not progress))
+
+
+def run_analysis(features_dir: str | Path, out_dir: str | Path, config: AnalysisConfig | str | Path | None = None,
+                 manifest: str | Path | None = None, progress: bool = True) -> AnalysisResult:
+    """Run the analysis grid on ``features_dir``'s feature tables and write ``out_dir/results``.
+
+    Writes table_{radiomics,deep,fusion}.csv/.md, predictions.csv, roc_*.png, calibration.png,
+    delong_tests.csv, skipped_rows.csv, config_used.yaml, models/ (joblib ModelBundles + index.csv)
+    and, for the hold-out protocol with a manifest that has clinical columns, table_clinical.csv.
+    """
+    if not isinstance(config, AnalysisConfig):
+        config = load_config(config) if config else AnalysisConfig()
+    features = load_feature_set(features_dir, config.modalities)
+    log.info("features: %d patients, blocks %s%s", len(features.labels), ", ".join(features.blocks),
+             f"; absent tables: {', '.join(features.absent)}" if features.absent else "")
+    rows, skipped = plan_rows(features, config)
+    for row in skipped:
+        log.warning("skipping %s / %s: %s", row.family, row.method, row.reason)
+    if not rows:
+        raise FeatureTableError(f"no analysis row can run on {features_dir}: "
+                         + "; ".join(f"{r.family} / {r.method}: {r.reason}" for r in skipped))
+    folds = outer_folds(features, config)
+    tasks = [(row, fold, features, config, config.save_models and config.protocol == "holdout")
+             for row in rows for fold in folds]
+    if config.save_models and config.protocol == "nested_cv":
+        tasks += [(row, None, features, config, True) for row in rows]
+    log.info("%s: %d rows x %d fold(s) = %d fits", config.protocol, len(rows), len(folds), len(tasks))
+    outcomes = run_parallel(fit_row, tasks, config.parallel, "analysis grid", progress)
+    fold_order = [fold.name for fold in folds] + ["all"]
+    outcomes.sort(key=lambda outcome: (rows.index(outcome.row), fold_order.index(outcome.fold)))
+
+    results_dir = Path(out_dir) / "results"
+    results_dir.mkdir(parents=True, exist_ok=True)
+    evaluated = [outcome for outcome in outcomes if outcome.fold != "all"]
+    predictions = pd.concat([outcome.predictions for outcome in evaluated], ignore_index=True)
+    write_csv(predictions[PREDICTION_COLUMNS], results_dir / "predictions.csv")
+    pooled = _pooled_by_method(predictions)
+    tables = _write_tables(rows, predictions, pooled, config, results_dir)
+    _write_comparisons(rows, tables, pooled, results_dir)
+    write_csv(pd.DataFrame([vars(row) for row in skipped], columns=["family", "method", "reason"]),
+              results_dir / "skipped_rows.csv")
+    with atomic_path(results_dir / "config_used.yaml") as temp:
+        temp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    if config.save_models:
+        _write_models([o for o in outcomes if o.model is not None], features, config, results_dir / "models")
+    if manifest is not None:
+        _write_clinical(Manifest.from_csv(manifest), folds, config, results_dir)
+    log.info("results written to %s", results_dir)
+    return AnalysisResult(results_dir, tables, predictions, skipped)
+
+
+def _write_tables(rows, predictions, pooled, config, results_dir) -> dict[str, pd.DataFrame]:
+    summaries = {}
+    for (family, method), frame in predictions.groupby(["family", "method"], sort=False):
+        if config.protocol == "holdout":
+            summaries[(family, method)] = holdout_row(frame, config.bootstrap.n, config.bootstrap.seed)
+        else:
+            summaries[(family, method)] = nested_row(frame, config.nested_cv.outer_folds, config.nested_cv.repeats,
+                                                     config.bootstrap.n, config.bootstrap.seed)
+    tables = {}
+    for family in dict.fromkeys(row.family for row in rows):
+        family_rows = [row for row in rows if row.family == family]
+        table = result_table(family_rows, summaries)
+        name = TABLE_NAMES[family]
+        write_csv(table, results_dir / f"table_{name}.csv")
+        with atomic_path(results_dir / f"table_{name}.md") as temp:
+            temp.write_text(markdown_table(table, TABLE_TITLES[family]), encoding="utf-8")
+        plot_roc(pooled[pooled["family"] == family], [row.method for row in family_rows],
+                 TABLE_TITLES[family].split(" (")[0], results_dir / f"roc_{name}.png")
+        tables[family] = table
+    best = [(family, table.loc[table["auc"].idxmax(), "method"]) for family, table in tables.items()
+            if table["auc"].notna().any()]
+    plot_calibration(pooled, best, results_dir / "calibration.png")
+    return tables
+
+
+def _pooled_by_method(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Per (family, method) and patient: the probability averaged over the folds that tested the patient."""
+    return pd.concat([pooled_predictions(frame).assign(family=family, method=method)
+                      for (family, method), frame in predictions.groupby(["family", "method"], sort=False)],
+                     ignore_index=True)
+
+
+def _best(table: pd.DataFrame, family: str, methods) -> tuple[str, str] | None:
+    candidates = table[table["method"].isin(methods) & table["auc"].notna()]
+    return None if candidates.empty else (family, candidates.loc[candidates["auc"].idxmax(), "method"])
+
+
+def _write_comparisons(rows, tables, pooled, results_dir) -> None:
+    """DeLong test of the best fusion row against the best single-modality row (per family and overall)."""
+    singles = {family: [r.method for r in rows if r.family == family and r.kind == SINGLE] for family in tables}
+    fusions = {family: [r.method for r in rows if r.family == family and r.kind != SINGLE] for family in tables}
+    pairs = [(f"{family}: best fusion vs best single modality", _best(tables[family], family, fusions[family]),
+              _best(tables[family], family, singles[family])) for family in tables]
+    if "radiomics+deep" in tables:
+        best_singles = [b for family in tables if (b := _best(tables[family], family, singles[family]))]
+        best_single = max(best_singles, key=lambda b: tables[b[0]].set_index("method").loc[b[1], "auc"], default=None)
+        pairs.append(("radiomics+deep fusion vs best single modality of any family",
+                      _best(tables["radiomics+deep"], "radiomics+deep", fusions["radiomics+deep"]), best_single))
+    records = [delong_comparison(name, a, b, pooled) for name, a, b in pairs if a and b]
+    write_csv(pd.DataFrame(records, columns=["comparison", "model_a", "model_b", "n_patients", "auc_a", "auc_b",
+                                             "z", "p_value"]), results_dir / "delong_tests.csv")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+def _write_models(outcomes: list[FoldOutcome], features, config, models_dir: Path) -> None:
+    index = []
+    for outcome in outcomes:
+        row = outcome.row
+        trained_on = ("hold-out training split" if config.protocol == "holdout" else "all patients")
+        blocks = {name: features.blocks[name] for name in row.blocks}
+        complete_only = row.kind in (SINGLE, EARLY, COMBINED) and config.fusion.missing == "complete"
+        bundle = ModelBundle(outcome.model, row.family, row.method, outcome.classifier, outcome.threshold, blocks,
+                             f"{trained_on} (n={outcome.n_train})", requires_all_blocks=complete_only)
+        path = save_bundle(bundle, models_dir / TABLE_NAMES[row.family] / f"{_slug(row.method)}.joblib")
+        index.append({"family": row.family, "method": row.method, "classifier": outcome.classifier,
+                      "threshold": outcome.threshold, "trained_on": bundle.trained_on,
+                      "n_features": len(bundle.feature_columns), "path": str(path.relative_to(models_dir))})
+    write_csv(pd.DataFrame(index), models_dir / "index.csv")
+
+
+def _write_clinical(manifest: Manifest, folds: list[Fold], config: AnalysisConfig, results_dir: Path) -> None:
+    if config.protocol != "holdout":
+        log.info("table_clinical.csv is written for the hold-out protocol only (train vs test)")
+        return
+    table = clinical_table(manifest, folds[0])
+    if table is None:
+        log.info("manifest has no clinical columns; no table_clinical.csv")
+        return
+    write_csv(table, results_dir / "table_clinical.csv")

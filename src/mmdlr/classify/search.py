@@ -1,0 +1,41 @@
+"""Model choice by inner cross-validation: which of the seven classifiers, with which hyper-parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+
+from mmdlr.classify.zoo import DISPLAY_NAMES, classifier_key, make_classifier
+from mmdlr.evaluate.splits import StratifiedFoldsWithGroups
+
+
+def model_search(
+    steps: Sequence[tuple[str, object]],
+    classifiers: Mapping[str, Mapping[str, list]],
+    inner_folds: int = 3,
+    random_state: int = 0,
+) -> GridSearchCV:
+    """Grid search over ``Pipeline(steps + [("clf", classifier)])`` for every classifier and its grid.
+
+    The best candidate is chosen by inner-CV ROC AUC (refit on all training data); the inner-CV
+    accuracy of every candidate is recorded as well (``cv_results_["mean_test_accuracy"]``). Pass
+    ``groups=`` to ``fit`` to keep patients of one group in the same inner fold.
+    """
+    if not classifiers:
+        raise ValueError("model_search needs at least one classifier")
+    candidates = [
+        {"clf": [make_classifier(name, random_state)], **{f"clf__{key}": list(values) for key, values in grid.items()}}
+        for name, grid in classifiers.items()
+    ]
+    pipeline = Pipeline([*steps, ("clf", candidates[0]["clf"][0])])
+    return GridSearchCV(
+        pipeline, candidates, scoring={"auc": "roc_auc", "accuracy": "accuracy"}, refit="auc",
+        cv=StratifiedFoldsWithGroups(inner_folds, random_state=random_state), n_jobs=1,
+    )
+
+
+def chosen_classifier(search: GridSearchCV) -> str:
+    """Display name (``SVM``, ``LightGBM``, ...) of the classifier a fitted :func:`model_search` chose."""
+    return DISPLAY_NAMES[classifier_key(search.best_estimator_.named_steps["clf"])]

@@ -1,0 +1,11 @@
+"""Early fusion (column concatenation) and late fusion (ensemble, stacking) of modality blocks.
+
+A *block spec* maps a block name (one modality of one feature family, e.g. ``radiomics_us``) to its
+columns in a shared feature frame; a patient without that modality has NaN in all of them.
+"""
+
+from mmdlr.fuse.blocks import block_presence, fusion_subsets
+from mmdlr.fuse.ensemble import AccuracyWeightedEnsemble
+from mmdlr.fuse.stacking import StackingFusion
+
+__all__ = ["AccuracyWeightedEnsemble", "StackingFusion", "block_presence", "fusion_subsets"]

@@ -1,0 +1,74 @@
+"""Shared machinery of late fusion: one model per block, each fitted on the patients that have it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
+
+from mmdlr.evaluate.splits import StratifiedFoldsWithGroups, require_both_classes
+from mmdlr.fuse.blocks import block_presence
+
+
+class LateFusion(ClassifierMixin, BaseEstimator):
+    """Base class. ``estimators`` is a list of ``(block name, estimator)``; ``blocks`` maps each name to
+    its columns. Inputs are DataFrames holding (at least) all blocks' columns, labels are 0/1.
+
+    When ``groups`` is given to ``fit``, it is passed on to every base estimator's ``fit`` (a
+    :class:`~sklearn.model_selection.GridSearchCV` uses it to keep groups within one inner fold).
+    """
+
+    def __init__(self, estimators: Sequence[tuple[str, object]], blocks: Mapping[str, Sequence[str]],
+                 cv: int = 3, random_state: int = 0):
+        self.estimators = estimators
+        self.blocks = blocks
+        self.cv = cv
+        self.random_state = random_state
+
+    def _splitter(self):
+        return StratifiedFoldsWithGroups(self.cv, self.random_state) if isinstance(self.cv, int) else self.cv
+
+    def _validate(self, X, y=None, groups=None):
+        if not isinstance(X, pd.DataFrame):
+            raise TypeError(f"{type(self).__name__} needs a pandas DataFrame with the blocks' columns")
+        names = [name for name, _ in self.estimators]
+        if sorted(names) != sorted(self.blocks):
+            raise ValueError(f"estimator names {names} must match block names {sorted(self.blocks)}")
+        missing = [column for columns in self.blocks.values() for column in columns if column not in X.columns]
+        if missing:
+            raise ValueError(f"input lacks {len(missing)} block column(s), e.g. {missing[:3]}")
+        if y is None:
+            return X
+        y = np.asarray(y).astype(int)
+        return X, y, None if groups is None else np.asarray(groups)
+
+    def _block_data(self, X, y, groups, name):
+        """Patients with block ``name``: (X_block, y_block, fit params with their groups, row mask)."""
+        rows = block_presence(X, {name: self.blocks[name]})[name].to_numpy()
+        require_both_classes(y[rows], f"{type(self).__name__} block {name!r}")
+        fit_params = {} if groups is None else {"groups": groups[rows]}
+        return X.loc[rows, list(self.blocks[name])], y[rows], fit_params, rows
+
+    def used_blocks(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Boolean frame (patients x blocks): which base models contribute to each patient's output."""
+        check_is_fitted(self, "estimators_")
+        return block_presence(self._validate(X), {name: self.blocks[name] for name in self.estimators_})
+
+    def base_probabilities(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Malignancy probability of every base model (columns) per patient; NaN where the block is missing."""
+        used = self.used_blocks(X)
+        if not used.any(axis=1).all():
+            empty = list(used.index[~used.any(axis=1)][:3])
+            raise ValueError(f"patients without any modality of this model, e.g. {empty}")
+        probabilities = pd.DataFrame(np.nan, index=X.index, columns=list(self.estimators_))
+        for name, estimator in self.estimators_.items():
+            rows = used[name].to_numpy()
+            if rows.any():
+                probabilities.loc[rows, name] = estimator.predict_proba(X.loc[rows, list(self.blocks[name])])[:, 1]
+        return probabilities
+
+    def predict(self, X):
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)

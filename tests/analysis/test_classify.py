@@ -1,0 +1,81 @@
+"""The seven classifiers, the family pipelines and the inner-CV model choice."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.svm import SVC
+
+from mmdlr.classify import (
+    CLASSIFIERS,
+    DEFAULT_GRIDS,
+    chosen_classifier,
+    combined_steps,
+    deep_steps,
+    make_classifier,
+    model_search,
+    radiomics_steps,
+)
+
+
+@pytest.fixture
+def frame():
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(40), np.ones(40)].astype(int)
+    data = {f"a__f{j}": rng.normal(size=80) for j in range(6)}
+    data["a__f0"] = data["a__f0"] + 2.0 * y
+    data.update({f"b__f{j}": rng.normal(size=80) + (1.5 * y if j == 0 else 0) for j in range(30)})
+    return pd.DataFrame(data), y
+
+
+def test_seven_seeded_classifiers_with_grids():
+    assert CLASSIFIERS == ("svm", "knn", "rf", "extratrees", "xgboost", "lightgbm", "lr")
+    assert set(DEFAULT_GRIDS) == set(CLASSIFIERS)
+    for name in CLASSIFIERS:
+        params = make_classifier(name, random_state=5).get_params()
+        assert set(DEFAULT_GRIDS[name]) <= set(params)
+        if "random_state" in params:
+            assert params["random_state"] == 5
+    svm = make_classifier("svm")  # Platt-scaled SVC, the scikit-learn 1.9 form of SVC(probability=True)
+    assert isinstance(svm.estimator, SVC) and svm.method == "sigmoid" and svm.ensemble is False
+    assert make_classifier("lightgbm").get_params()["verbose"] == -1
+    with pytest.raises(ValueError, match="unknown classifier"):
+        make_classifier("naive_bayes")
+
+
+def test_model_search_chooses_by_inner_cv_and_records_accuracy(frame):
+    X, y = frame
+    search = model_search(radiomics_steps(["a__f0", "a__f1", "a__f2"]),
+                          {"lr": {"C": [1.0]}, "knn": {}, "svm": {"estimator__C": [0.1, 1.0]}}, inner_folds=3).fit(X, y)
+    assert chosen_classifier(search) in ("LR", "KNN", "SVM")
+    results = search.cv_results_
+    assert len(results["params"]) == 4 and "mean_test_accuracy" in results
+    assert results["rank_test_auc"][search.best_index_] == 1
+    assert search.predict_proba(X).shape == (80, 2)
+
+
+def test_radiomics_pipeline_sees_only_its_columns_and_selects(frame):
+    X, y = frame
+    search = model_search(radiomics_steps([f"a__f{j}" for j in range(6)], p_threshold=0.01), {"lr": {}}).fit(X, y)
+    pipeline = search.best_estimator_
+    assert pipeline.named_steps["columns"].transform(X).shape == (80, 6)
+    kept = pipeline.named_steps["mannwhitney"].get_support()
+    assert kept[0] and kept.sum() <= 2
+    shuffled_other = X.assign(**{f"b__f{j}": 0.0 for j in range(30)})
+    np.testing.assert_allclose(search.predict_proba(X), search.predict_proba(shuffled_other))
+
+
+def test_deep_steps_reduce_each_block_with_clipped_pca(frame):
+    X, y = frame
+    blocks = {"a": [f"a__f{j}" for j in range(6)], "b": [f"b__f{j}" for j in range(30)]}
+    transformer = deep_steps(blocks, n_components=8)[0][1].fit(X.iloc[:10], y[:10])
+    assert transformer.transform(X).shape == (80, 6 + 8)  # block a clipped to its 6 features
+    assert transformer.named_transformers_["b"].named_steps["pca"].n_components_ == 8
+    search = model_search(deep_steps(blocks, 32), {"lr": {}}).fit(X, y)
+    assert search.best_estimator_.named_steps["blocks"].named_transformers_["b"]["pca"].n_components_ == 30
+
+
+def test_combined_steps_pca_108_clipped_to_fold(frame):
+    X, y = frame
+    search = model_search(combined_steps(list(X.columns), 108), {"lr": {}}).fit(X, y)
+    assert search.best_estimator_.named_steps["pca"].n_components_ == X.shape[1]
+    assert search.best_estimator_.named_steps["pca"].fit(X.to_numpy()[:20]).n_components_ == 19

@@ -1,0 +1,190 @@
+"""Metrics, DeLong, bootstrap and resampled-t intervals, and the train/test protocols."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import norm, t
+from sklearn.metrics import brier_score_loss, confusion_matrix, roc_auc_score
+
+from mmdlr.evaluate import (
+    OneClassFoldError,
+    binary_metrics,
+    bootstrap_ci,
+    bootstrap_metrics,
+    corrected_t_ci,
+    delong_auc_variance,
+    delong_ci,
+    delong_test,
+    holdout_fold,
+    repeated_folds,
+    require_both_classes,
+    sensitivity,
+    specificity,
+    youden_threshold,
+)
+
+
+def _brute_force_delong_variance(y, score):
+    """DeLong et al. 1988 straight from the definition (O(m n) kernel matrix)."""
+    positives, negatives = score[y == 1], score[y == 0]
+    psi = (positives[:, None] > negatives[None, :]) + 0.5 * (positives[:, None] == negatives[None, :])
+    v10, v01 = psi.mean(axis=1), psi.mean(axis=0)
+    return psi.mean(), v10.var(ddof=1) / len(positives) + v01.var(ddof=1) / len(negatives)
+
+
+def test_sensitivity_specificity_on_hand_confusion_matrix():
+    # TP = 3, FN = 1, TN = 4, FP = 2
+    y_true = [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]
+    y_pred = [1, 1, 1, 0, 0, 0, 0, 0, 1, 1]
+    tn, fp, fn, tp = confusion_matrix(y_true, y_pred).ravel()
+    assert (tp, fn, tn, fp) == (3, 1, 4, 2)
+    assert sensitivity(y_true, y_pred) == pytest.approx(3 / 4)
+    assert specificity(y_true, y_pred) == pytest.approx(4 / 6)  # TN / (TN + FP), not the paper's FP / (FP + TN)
+
+
+def test_binary_metrics_match_sklearn():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 50)
+    p = np.clip(0.3 * y + rng.random(50) * 0.7, 0, 1)
+    metrics = binary_metrics(y, p, threshold=0.4)
+    assert metrics["auc"] == pytest.approx(roc_auc_score(y, p))
+    assert metrics["brier"] == pytest.approx(brier_score_loss(y, p))
+    assert metrics["accuracy"] == pytest.approx(np.mean((p >= 0.4) == y))
+    assert np.isnan(binary_metrics([1, 1], [0.2, 0.9])["auc"])
+
+
+def test_delong_variance_hand_example():
+    # positives 0.35, 0.8; negatives 0.1, 0.4: V10 = (0.5, 1), V01 = (1, 0.5) -> var = 0.125/2 + 0.125/2
+    y = np.array([0, 0, 1, 1])
+    auc, variance = delong_auc_variance(y, np.array([0.1, 0.4, 0.35, 0.8]))
+    assert auc == pytest.approx(0.75)
+    assert variance == pytest.approx(0.125)
+
+
+def test_fast_delong_matches_definition_with_ties():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 40)
+    score = np.round(y * 0.8 + rng.normal(size=40), 1)  # rounding creates ties
+    auc, variance = delong_auc_variance(y, score)
+    expected_auc, expected_variance = _brute_force_delong_variance(y, score)
+    assert auc == pytest.approx(roc_auc_score(y, score)) == pytest.approx(expected_auc)
+    assert variance == pytest.approx(expected_variance)
+
+
+def test_delong_variance_agrees_with_bootstrap_variance():
+    rng = np.random.default_rng(2)
+    y = np.r_[np.zeros(60), np.ones(60)].astype(int)
+    score = y * 1.0 + rng.normal(size=120)
+    _, variance = delong_auc_variance(y, score)
+    bootstrap_variance = bootstrap_metrics(y, score, n_boot=4000, seed=0)["auc"].var()
+    assert bootstrap_variance == pytest.approx(variance, rel=0.25)
+
+
+def test_delong_ci_is_normal_interval():
+    rng = np.random.default_rng(3)
+    y = np.r_[np.zeros(30), np.ones(30)].astype(int)
+    score = y + rng.normal(size=60)
+    auc, low, high = delong_ci(y, score)
+    _, variance = delong_auc_variance(y, score)
+    assert (high - low) / 2 == pytest.approx(norm.ppf(0.975) * np.sqrt(variance))
+    assert low < auc < high
+
+
+def test_paired_delong_identical_predictions_p_one_and_different_small_p():
+    rng = np.random.default_rng(4)
+    y = np.r_[np.zeros(100), np.ones(100)].astype(int)
+    good = 2 * y + rng.normal(size=200)
+    z, p = delong_test(y, good, good)
+    assert (z, p) == (0.0, 1.0)
+    z, p = delong_test(y, good, rng.normal(size=200))
+    assert z > 0 and p < 1e-6
+    assert delong_test(y, good, good + 1e-9 * rng.normal(size=200))[1] > 0.9
+
+
+def test_bootstrap_is_seeded_stratified_and_matches_point_auc():
+    rng = np.random.default_rng(5)
+    y = np.r_[np.zeros(20), np.ones(30)].astype(int)
+    p = rng.random(50)
+    first, second = bootstrap_ci(y, p, n_boot=300, seed=7), bootstrap_ci(y, p, n_boot=300, seed=7)
+    assert first == second
+    resampled = bootstrap_metrics(y, p, n_boot=300, seed=7)
+    assert resampled["auc"].median() == pytest.approx(roc_auc_score(y, p), abs=0.05)
+    assert set(np.round(resampled["sensitivity"] * 30, 6)) <= set(range(31))  # 30 positives in every resample
+
+
+@pytest.mark.parametrize("method", ["delong", "bootstrap"])
+def test_auc_ci_coverage_on_simulated_binormal_data(method):
+    """95% CIs cover the true AUC (binormal, d' = 1) in roughly 90-99% of 200 simulated studies."""
+    rng = np.random.default_rng(11)
+    true_auc = norm.cdf(1 / np.sqrt(2))
+    covered = 0
+    for study in range(200):
+        y = np.r_[np.zeros(40), np.ones(40)].astype(int)
+        score = y + rng.normal(size=80)
+        if method == "delong":
+            _, low, high = delong_ci(y, score)
+        else:
+            low, high = bootstrap_ci(y, score, n_boot=300, seed=study)["auc"]
+        covered += low <= true_auc <= high
+    assert 0.88 <= covered / 200 <= 0.99
+
+
+def test_corrected_t_ci_formula():
+    values = np.array([0.7, 0.8, 0.75, 0.9, 0.65])
+    mean, low, high = corrected_t_ci(values, test_train_ratio=1 / 4)
+    half = t.ppf(0.975, 4) * np.sqrt((1 / 5 + 1 / 4) * values.var(ddof=1))
+    assert (mean, low, high) == pytest.approx((values.mean(), values.mean() - half, values.mean() + half))
+    naive = t.ppf(0.975, 4) * values.std(ddof=1) / np.sqrt(5)
+    assert high - mean > naive  # wider than the uncorrected t interval
+    assert corrected_t_ci([0.8, np.nan, 0.6], 0.25)[0] == pytest.approx(0.7)
+
+
+def test_youden_threshold_separates_perfectly_separable_training_scores():
+    y = np.array([0, 0, 0, 1, 1, 1])
+    p = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.8])
+    threshold = youden_threshold(y, p)
+    assert 0.3 < threshold <= 0.6
+    assert ((p >= threshold) == y).all()
+
+
+def _cohort(n=50, groups=None):
+    ids = pd.Index([f"P{i:02d}" for i in range(n)])
+    labels = pd.Series(np.arange(n) % 2, index=ids)
+    groups = pd.Series(groups if groups is not None else [""] * n, index=ids)
+    return labels, groups
+
+
+def test_holdout_uses_split_column_when_present():
+    labels, groups = _cohort(10)
+    split = pd.Series(["train"] * 8 + ["test"] * 2, index=labels.index)
+    fold = holdout_fold(labels, groups, split)
+    assert fold.test == ("P08", "P09") and len(fold.train) == 8
+    with pytest.raises(ValueError, match="train' or 'test"):
+        holdout_fold(labels, groups, split.where(split == "test", ""))
+
+
+def test_holdout_is_stratified_seeded_and_keeps_groups_together():
+    group_ids = [f"g{i // 3}" for i in range(60)]
+    labels, groups = _cohort(60, group_ids)
+    labels[:] = [i // 3 % 2 for i in range(60)]  # one label per group
+    empty = pd.Series("", index=labels.index)
+    fold = holdout_fold(labels, groups, empty, test_size=0.2, seed=42)
+    assert fold == holdout_fold(labels, groups, empty, test_size=0.2, seed=42)
+    assert set(groups[list(fold.train)]).isdisjoint(groups[list(fold.test)])
+    assert len(fold.test) == pytest.approx(12, abs=3)
+    assert labels[list(fold.test)].mean() == pytest.approx(0.5, abs=0.15)
+
+
+def test_repeated_folds_cover_every_patient_once_per_repeat():
+    labels, groups = _cohort(30, [f"g{i // 2}" for i in range(30)])
+    folds = repeated_folds(labels, groups, n_splits=3, repeats=2, seed=0)
+    assert [f.name for f in folds] == ["r1f1", "r1f2", "r1f3", "r2f1", "r2f2", "r2f3"]
+    for repeat in (folds[:3], folds[3:]):
+        assert sorted(p for fold in repeat for p in fold.test) == sorted(labels.index)
+    for fold in folds:
+        assert set(groups[list(fold.train)]).isdisjoint(groups[list(fold.test)])
+
+
+def test_one_class_training_fold_error_names_the_fold():
+    with pytest.raises(OneClassFoldError, match="fold r1f2.*only class 1"):
+        require_both_classes([1, 1, 1], "radiomics / US, fold r1f2")

@@ -1,0 +1,200 @@
+"""The analysis grid end to end on synthetic feature tables (hold-out and nested CV), bundles and CLI."""
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sklearn.model_selection import cross_val_predict
+
+from mmdlr.analysis import build_model, config_from_dict, load_bundle, load_feature_set, run_analysis
+from mmdlr.analysis.fold import fit_row
+from mmdlr.analysis.grid import GridRow
+from mmdlr.cli.main import main
+from mmdlr.evaluate import Fold, OneClassFoldError, StratifiedFoldsWithGroups, youden_threshold
+
+from .synthetic_features import write_feature_tables
+
+SMALL_GRID = {"classifiers": {"lr": {"C": [1.0]}, "knn": {"n_neighbors": [9]}}, "bootstrap": {"n": 200},
+              "parallel": {"n_jobs": 2}}
+TABLE_COLUMNS = ["method", "accuracy", "auc", "auc_low", "auc_high", "sensitivity", "sensitivity_low",
+                 "sensitivity_high", "specificity", "specificity_low", "specificity_high", "brier", "classifier",
+                 "AUC [95% CI]"]
+
+
+@pytest.fixture(scope="module")
+def holdout_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("holdout")
+    features = write_feature_tables(root / "features", n_patients=200, missing={"mg": 0.1}, seed=0)
+    rng = np.random.default_rng(0)
+    labels = pd.read_csv(features / "radiomics_us.csv", dtype={"patient_id": str})[["patient_id", "label"]]
+    manifest = labels.assign(label=labels["label"].map({0: "benign", 1: "malignant"}), us_image="", us_mask="",
+                             age=rng.normal(50, 11, len(labels)).round(1),
+                             menopause=rng.choice(["pre", "post"], len(labels)))
+    manifest.to_csv(root / "manifest.csv", index=False)
+    result = run_analysis(features, root / "out", config_from_dict(SMALL_GRID), manifest=root / "manifest.csv",
+                          progress=False)
+    return result, features
+
+
+def test_holdout_run_writes_every_output(holdout_run):
+    result, _ = holdout_run
+    out = result.results_dir
+    for name in ("radiomics", "deep", "fusion"):
+        table = pd.read_csv(out / f"table_{name}.csv")
+        assert set(TABLE_COLUMNS) <= set(table.columns)
+        assert (out / f"table_{name}.md").read_text().count("\n|") == len(table) + 2
+        assert (out / f"roc_{name}.png").stat().st_size > 10_000
+        for metric in ("accuracy", "auc", "sensitivity", "specificity", "brier"):
+            assert table[metric].between(0, 1).all()
+        assert (table["auc_low"] <= table["auc"]).all() and (table["auc"] <= table["auc_high"]).all()
+        assert (table["sensitivity_low"] <= table["sensitivity_high"]).all()
+    methods = {family: table["method"].tolist() for family, table in result.tables.items()}
+    assert methods["radiomics"] == ["MG", "MRI", "US", "MG+MRI", "MG+US", "MRI+US", "MG+MRI+US", "Ensemble",
+                                    "Stacking"]
+    assert methods["deep"] == methods["radiomics"]
+    assert methods["radiomics+deep"] == ["Rad + DF", "Ensemble", "Stacking"]
+    assert (out / "calibration.png").exists() and result.skipped == []
+    assert pd.read_csv(out / "skipped_rows.csv").empty
+
+
+def test_holdout_predictions_are_test_patients_only(holdout_run):
+    result, features = holdout_run
+    predictions = pd.read_csv(result.results_dir / "predictions.csv", dtype={"patient_id": str})
+    assert list(predictions.columns) == ["patient_id", "fold", "family", "method", "classifier", "probability",
+                                         "label", "threshold", "modalities_used"]
+    feature_set = load_feature_set(features)
+    test_patients = set(predictions["patient_id"])
+    assert 30 <= len(test_patients) <= 50  # about 20% of 200
+    models = pd.read_csv(result.results_dir / "models" / "index.csv")
+    train_size = models.set_index(["family", "method"]).loc[("radiomics", "US"), "trained_on"]
+    assert f"n={200 - len(test_patients)}" in train_size
+    mg = predictions[(predictions["family"] == "radiomics") & (predictions["method"] == "MG")]
+    assert len(mg) == feature_set.frame.loc[list(test_patients), "radiomics_mg__original_firstorder_F0"].notna().sum()
+    ensemble = predictions[(predictions["family"] == "radiomics") & (predictions["method"] == "Ensemble")]
+    assert set(ensemble["modalities_used"]) == {"radiomics_mg+radiomics_mri+radiomics_us",
+                                                "radiomics_mri+radiomics_us"}
+
+
+def test_fusion_of_informative_modalities_beats_single_modalities(holdout_run):
+    result, _ = holdout_run
+    for family in ("radiomics", "deep"):
+        auc = result.tables[family].set_index("method")["auc"]
+        singles = auc[["MG", "MRI", "US"]]
+        assert auc["MG+MRI+US"] > singles.max()
+        assert max(auc["Ensemble"], auc["Stacking"]) > singles.mean() + 0.05
+    assert result.tables["radiomics+deep"]["auc"].max() > max(
+        result.tables[f]["auc"].iloc[:3].max() for f in ("radiomics", "deep"))
+
+
+def test_delong_tests_compare_best_fusion_with_best_single(holdout_run):
+    result, _ = holdout_run
+    tests = pd.read_csv(result.results_dir / "delong_tests.csv")
+    assert tests["comparison"].tolist() == ["radiomics: best fusion vs best single modality",
+                                            "deep: best fusion vs best single modality",
+                                            "radiomics+deep fusion vs best single modality of any family"]
+    assert tests["p_value"].between(0, 1).all() and (tests["n_patients"] > 30).all()
+    radiomics = tests.iloc[0]
+    best_single = result.tables["radiomics"].iloc[:3].sort_values("auc").iloc[-1]["method"]
+    assert radiomics["model_b"] == f"radiomics / {best_single}"
+
+
+def test_saved_bundle_reproduces_test_predictions(holdout_run):
+    result, features = holdout_run
+    predictions = pd.read_csv(result.results_dir / "predictions.csv", dtype={"patient_id": str})
+    for family, method, path in (("radiomics", "Ensemble", "radiomics/ensemble.joblib"),
+                                 ("radiomics+deep", "Rad + DF", "fusion/rad_df.joblib"),
+                                 ("deep", "MG+MRI", "deep/mg_mri.joblib")):
+        bundle = load_bundle(result.results_dir / "models" / path)
+        assert (bundle.family, bundle.method) == (family, method)
+        tables = {name: pd.read_csv(features / f"{name}.csv", dtype={"patient_id": str}) for name in bundle.blocks}
+        frame = bundle.features_from_tables(tables)
+        assert list(frame.columns) == bundle.feature_columns
+        expected = predictions[(predictions["family"] == family) & (predictions["method"] == method)]
+        np.testing.assert_allclose(bundle.predict_proba(frame.loc[expected["patient_id"]]), expected["probability"])
+    without_mg = frame.index[frame.filter(like="deep_mg__").isna().all(axis=1)]
+    assert len(without_mg) and bundle.requires_all_blocks  # early fusion on complete patients refuses, not imputes
+    with pytest.raises(ValueError, match="needs every modality"):
+        bundle.predict_proba(frame.loc[without_mg])
+    ensemble = load_bundle(result.results_dir / "models" / "radiomics" / "ensemble.joblib")
+    assert not ensemble.requires_all_blocks
+
+
+def test_clinical_table_compares_train_and_test(holdout_run):
+    result, _ = holdout_run
+    table = pd.read_csv(result.results_dir / "table_clinical.csv")
+    assert list(dict.fromkeys(table["variable"])) == ["pathology", "age", "menopause"]
+    age = table[table["variable"] == "age"].iloc[0]
+    assert age["test_used"] == "t-test" and 0 <= age["p_value"] <= 1 and "±" in age["train"]
+    menopause = table[table["variable"] == "menopause"]
+    assert menopause.iloc[0]["test_used"] == "chi-square" and set(menopause["level"][1:]) == {"pre", "post"}
+
+
+def test_nested_cv_with_groups(tmp_path):
+    features = write_feature_tables(tmp_path / "features", n_patients=90, modalities=("mri", "us"), seed=1)
+    for path in features.glob("*.csv"):  # pairs of patients share a group
+        table = pd.read_csv(path)
+        table.assign(group="g" + (table["patient_id"].str[1:].astype(int) // 2).astype(str)).to_csv(path, index=False)
+    config = config_from_dict({**SMALL_GRID, "protocol": "nested_cv", "nested_cv": {"outer_folds": 3, "repeats": 2},
+                               "families": ["radiomics"], "fusion": {"early": False, "stacking": False}})
+    result = run_analysis(features, tmp_path / "out", config, progress=False)
+    table = result.tables["radiomics"]
+    assert table["method"].tolist() == ["MRI", "US", "Ensemble"]
+    assert (table["n_folds"] == 6).all() and table["pooled_auc"].between(0.5, 1).all()
+    assert (table["auc_low"] < table["auc"]).all() and "Nadeau-Bengio" in table["ci_method"].iloc[0]
+    assert table["classifier"].str.contains(r"\(\d/6\)").all()
+    assert "Pooled OOF AUC" in (result.results_dir / "table_radiomics.md").read_text()
+    predictions = result.predictions
+    assert (predictions.groupby(["method", "patient_id"]).size() == 2).all()  # once per repeat
+    groups = load_feature_set(features).groups
+    for _, fold in predictions[predictions["method"] == "US"].groupby("fold"):
+        other = set(groups.index) - set(fold["patient_id"])
+        assert set(groups[fold["patient_id"]]).isdisjoint(groups[list(other)])
+    index = pd.read_csv(result.results_dir / "models" / "index.csv")
+    assert index["trained_on"].str.startswith("all patients (n=90)").all()
+
+
+def test_youden_threshold_comes_from_training_out_of_fold_predictions(tmp_path):
+    features = load_feature_set(write_feature_tables(tmp_path, n_patients=80, modalities=("us",), n_deep=4, seed=3))
+    config = config_from_dict({**SMALL_GRID, "threshold": "youden"})
+    fold = Fold("holdout", tuple(features.labels.index[:60]), tuple(features.labels.index[60:]))
+    row = GridRow("radiomics", "US", "single", ("radiomics_us",))
+    outcome = fit_row(row, fold, features, config)
+    X, y = features.frame.loc[list(fold.train)], features.labels.loc[list(fold.train)].to_numpy()
+    out_of_fold = cross_val_predict(build_model(row, features, config), X, y, method="predict_proba",
+                                    cv=StratifiedFoldsWithGroups(config.inner_folds, config.seed))[:, 1]
+    assert outcome.threshold == pytest.approx(youden_threshold(y, out_of_fold))
+    assert (outcome.predictions["threshold"] == outcome.threshold).all()
+
+
+def test_one_class_training_fold_raises_naming_the_fold(tmp_path):
+    features = load_feature_set(write_feature_tables(tmp_path, n_patients=40, modalities=("us",), n_deep=4))
+    benign = tuple(features.labels.index[features.labels == 0])
+    fold = Fold("r2f3", train=benign, test=tuple(features.labels.index[features.labels == 1]))
+    row = GridRow("radiomics", "US", "single", ("radiomics_us",))
+    with pytest.raises(OneClassFoldError, match="radiomics / US, fold r2f3: training data has only class 0"):
+        fit_row(row, fold, features, config_from_dict(SMALL_GRID))
+
+
+def test_cli_analyze_with_absent_deep_tables_and_dask_backend(tmp_path, capsys):
+    features = write_feature_tables(tmp_path / "features", n_patients=60, modalities=("mri", "us"), seed=2)
+    for path in features.glob("deep_*.csv"):
+        path.unlink()
+    shutil.copy(features / "radiomics_us.csv", tmp_path / "unused.csv")
+    config = tmp_path / "config.yaml"
+    config.write_text("classifiers: {lr: {C: [1.0]}}\nbootstrap: {n: 200}\nfusion: {stacking: false}\n"
+                      "save_models: false\nparallel: {backend: dask, n_jobs: 2}\n")
+    assert main(["-q", "analyze", "--features", str(features), "--out", str(tmp_path / "out"),
+                 "--config", str(config)]) == 0
+    results = tmp_path / "out" / "results"
+    assert pd.read_csv(results / "table_radiomics.csv")["method"].tolist() == ["MRI", "US", "MRI+US", "Ensemble"]
+    assert not (results / "table_deep.csv").exists() and not (results / "models").exists()
+    skipped = pd.read_csv(results / "skipped_rows.csv")
+    assert set(skipped["family"]) == {"deep", "radiomics+deep"}
+    assert skipped["reason"].str.contains("deep_us.csv").any()
+    assert "results in" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("protocl: holdout\n")
+    assert main(["-q", "analyze", "--features", str(features), "--out", str(tmp_path / "out"),
+                 "--config", str(bad)]) == 2
