@@ -24,3 +24,32 @@ def busi_dir() -> Path:
     if not (BUSI_DIR / "benign").is_dir():
         pytest.skip(f"BUSI folder not found at {BUSI_DIR}")
     return BUSI_DIR
+
+
+# A small but complete `mmdlr run`: every stage and every fusion strategy, on a 40-patient cohort.
+FAST_RUN = ["deep.backbone=efficientnet_lite0", "deep.max_epochs=3", "deep.spatial_size=[64,64]",
+            "deep.batch_size=8", "classifiers={lr: {C: [1.0]}, rf: {max_depth: [3]}}", "bootstrap.n=200",
+            "inner_folds=2", "report.gradcam_cases=1"]
+
+
+@pytest.fixture(scope="session")
+def fast_run() -> list[str]:
+    """Config overrides for a quick but complete run."""
+    return list(FAST_RUN)
+
+
+@pytest.fixture(scope="session")
+def run_cohort(tmp_path_factory) -> Path:
+    return generate_cohort(tmp_path_factory.mktemp("run_cohort") / "c",
+                           CohortSettings(patients=40, seed=21, missing_rate=0.05), progress=False)
+
+
+@pytest.fixture(scope="session")
+def finished_run(run_cohort, tmp_path_factory):
+    """(RunResult, RunConfig) of `mmdlr run` with configs/paper.yaml and FAST_RUN overrides."""
+    from mmdlr.paths import CONFIG_DIR
+    from mmdlr.pipeline.config import load_run_config
+    from mmdlr.pipeline.run import run_pipeline
+
+    config = load_run_config(CONFIG_DIR / "paper.yaml", FAST_RUN)
+    return run_pipeline(run_cohort, config, tmp_path_factory.mktemp("run"), progress=False), config

@@ -1,0 +1,119 @@
+"""The run configuration: pipeline sections (roi, radiomics, deep, report) beside the analysis settings.
+
+One YAML file (``configs/paper.yaml``, ``configs/nested_cv.yaml``) holds both; ``mmdlr analyze`` reads
+the analysis part, ``mmdlr run`` all of it. Any value can be overridden as ``section.key=value``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from mmdlr.analysis.config import AnalysisConfig, ConfigError, config_from_dict
+from mmdlr.roi.cache import RoiSettings
+
+PIPELINE_SECTIONS = ("roi", "radiomics", "deep", "report")
+
+
+@dataclass
+class RadiomicsSection:
+    """PyRadiomics: 2D on the ROI slice or 3D for volumes; params files default to configs/."""
+
+    dimension: str = "2d"
+    params_2d: str | None = None
+    params_3d: str | None = None
+    n_jobs: int = 2
+
+
+@dataclass
+class DeepSection:
+    """The bundle's training and inference (paper Step 1: frozen ImageNet backbone, new 2-class head)."""
+
+    enabled: bool = True
+    backbone: str = "resnet50"
+    weights: str = "imagenet"
+    mode: str = "frozen"
+    max_epochs: int = 200
+    batch_size: int = 32
+    learning_rate: float = 0.001
+    spatial_size: list[int] = field(default_factory=lambda: [224, 224])
+    seed: int = 0
+
+
+@dataclass
+class ReportSection:
+    """How many correct and wrong test cases per modality get Grad-CAM overlays in the report."""
+
+    gradcam_cases: int = 2
+
+
+@dataclass
+class RunConfig:
+    """Everything `mmdlr run` needs; ``analysis`` is validated by the analysis stage's own loader."""
+
+    roi: RoiSettings = field(default_factory=RoiSettings)
+    radiomics: RadiomicsSection = field(default_factory=RadiomicsSection)
+    deep: DeepSection = field(default_factory=DeepSection)
+    report: ReportSection = field(default_factory=ReportSection)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    raw: dict = field(default_factory=dict)
+
+    def section(self, name: str) -> dict:
+        """A section as a plain dict (for stage keys and provenance)."""
+        return dataclasses.asdict(getattr(self, name)) if name != "analysis" else self.analysis.to_dict()
+
+
+def _section(cls, values: dict | None, name: str):
+    values = dict(values or {})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown key(s) in {name}: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return cls(**values)
+
+
+def parse_override(text: str) -> tuple[list[str], object]:
+    """``deep.max_epochs=2`` -> (["deep", "max_epochs"], 2); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, value = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(value)
+
+
+def apply_overrides(values: dict, overrides: list[str]) -> dict:
+    values = yaml.safe_load(yaml.safe_dump(values)) or {}
+    for text in overrides:
+        path, value = parse_override(text)
+        target = values
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"override {text!r}: {part} is not a section")
+        target[path[-1]] = value
+    return values
+
+
+def load_run_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
+    """Read a run config (YAML), apply ``section.key=value`` overrides, validate every section."""
+    values = {}
+    if path is not None:
+        with open(path, encoding="utf-8") as handle:
+            values = yaml.safe_load(handle) or {}
+    values = apply_overrides(values, list(overrides))
+    pipeline = {name: values.pop(name, None) for name in PIPELINE_SECTIONS}
+    config = RunConfig(
+        roi=_section(RoiSettings, pipeline["roi"], "roi"),
+        radiomics=_section(RadiomicsSection, pipeline["radiomics"], "radiomics"),
+        deep=_section(DeepSection, pipeline["deep"], "deep"),
+        report=_section(ReportSection, pipeline["report"], "report"),
+        analysis=config_from_dict(values),
+    )
+    if config.radiomics.dimension not in ("2d", "3d"):
+        raise ConfigError(f"radiomics.dimension must be 2d or 3d, not {config.radiomics.dimension!r}")
+    if config.deep.mode not in ("frozen", "finetune"):
+        raise ConfigError(f"deep.mode must be frozen or finetune, not {config.deep.mode!r}")
+    config.raw = {name: config.section(name) for name in (*PIPELINE_SECTIONS, "analysis")}
+    return config

@@ -1,0 +1,170 @@
+"""`mmdlr run`: validate -> split -> ROI crops -> per modality bundle training + deep features ->
+radiomics -> analysis grid -> Grad-CAM -> report, each stage resumable, with provenance.
+
+Run folder: ``manifest.csv`` (the cohort with its hold-out split fixed), ``roi/``, ``deep/`` (bundle
+outputs: checkpoints, logs), ``features/`` (radiomics_<mod>.csv, deep_<mod>.csv), ``results/``,
+``gradcam/``, ``report.html``, ``provenance.json``, ``stages/`` (one record per finished stage).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mmdlr.analysis.runner import run_analysis
+from mmdlr.atomic import write_csv
+from mmdlr.errors import ManifestError
+from mmdlr.evaluate import holdout_fold
+from mmdlr.io.manifest import Manifest, parse_label, read_manifest
+from mmdlr.io.validate import validate_manifest
+from mmdlr.parallel import dask_client
+from mmdlr.pipeline.bundle import run_bundle_config
+from mmdlr.pipeline.config import RunConfig
+from mmdlr.pipeline.provenance import input_hashes, write_provenance
+from mmdlr.pipeline.stages import StageRunner, code_version
+from mmdlr.radiomics.extract import DEFAULT_PARAMS, extract_cohort
+from mmdlr.roi.cache import crop_cohort
+
+log = logging.getLogger("mmdlr")
+STAGES = ("validate", "split", "crop", "deep", "radiomics", "analysis", "gradcam", "report")
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    report: Path
+    provenance: Path
+    stages: StageRunner
+
+
+def _fixed_split_manifest(manifest: Manifest, config: RunConfig, path: Path) -> Path:
+    """The cohort with absolute paths and, for the hold-out protocol, the split the analysis will use,
+    so the bundle never trains on the analysis's test patients."""
+    table = manifest.table.copy()
+    for modality in manifest.modalities:
+        for kind in ("image", "mask"):
+            column = f"{modality}_{kind}"
+            table[column] = [";".join(manifest.resolve(p) for p in cell.split(";")) if cell else ""
+                             for cell in table[column]]
+    labels = pd.Series([parse_label(v) for v in table["label"]], index=table["patient_id"])
+    groups = (table["group"].where(table["group"] != "", table["patient_id"]) if "group" in table
+              else table["patient_id"]).set_axis(table["patient_id"])
+    given = (table["split"] if "split" in table else pd.Series("", index=table.index)).set_axis(table["patient_id"])
+    if config.analysis.protocol == "holdout":
+        fold = holdout_fold(labels, groups, given, config.analysis.holdout.test_size, config.analysis.seed)
+        table["split"] = np.where(table["patient_id"].isin(fold.test), "test", "train")
+    return write_csv(table, path)
+
+
+def _deep_stage(manifest: Manifest, config: RunConfig, out: Path) -> list[Path]:
+    deep = config.deep
+    common = {"manifest": str(manifest.path), "output_dir": str(out / "deep"), "backbone": deep.backbone,
+              "spatial_size": list(deep.spatial_size), "roi_margin": config.roi.margin,
+              "roi_margin_unit": config.roi.margin_unit, "mask_label": config.roi.label_value}
+    written = []
+    for modality in manifest.modalities:
+        log.info("deep features: %s (%s, %s)", modality, deep.backbone, deep.mode)
+        run_bundle_config("train", "train", **common, modality=modality, weights=deep.weights, mode=deep.mode,
+                          max_epochs=deep.max_epochs, batch_size=deep.batch_size,
+                          learning_rate=deep.learning_rate, seed=deep.seed)
+        output = out / "features" / f"deep_{modality}.csv"
+        run_bundle_config("inference", **common, modality=modality, output_path=str(output))
+        written += [output, out / "deep" / "models" / modality / "model.pt"]
+    return written
+
+
+def _radiomics_stage(index: pd.DataFrame, config: RunConfig, out: Path) -> list[Path]:
+    section, parallel = config.radiomics, config.analysis.parallel
+    params = {"2d": section.params_2d or DEFAULT_PARAMS["2d"], "3d": section.params_3d or DEFAULT_PARAMS["3d"]}
+    if parallel.backend == "dask":
+        with dask_client(parallel.scheduler_address, section.n_jobs):
+            written = extract_cohort(index, out / "features", section.dimension, params, section.n_jobs, "dask")
+    else:
+        written = extract_cohort(index, out / "features", section.dimension, params, section.n_jobs)
+    return list(written.values())
+
+
+def gradcam_cases(deep_table: pd.DataFrame, per_kind: int) -> pd.DataFrame:
+    """The most confident correct and wrong head predictions among test patients (all if no test split)."""
+    table = deep_table[deep_table["split"] == "test"] if (deep_table["split"] == "test").any() else deep_table
+    predicted = (table["head_prob_malignant"] >= 0.5).astype(int)
+    confidence = (table["head_prob_malignant"] - 0.5).abs()
+    table = table.assign(correct=predicted == table["label"], confidence=confidence)
+    picks = [table[table["correct"] == kind].nlargest(per_kind, "confidence") for kind in (True, False)]
+    return pd.concat(picks)[["patient_id", "label", "head_prob_malignant", "correct"]]
+
+
+def _gradcam_stage(manifest: Manifest, config: RunConfig, out: Path) -> list[Path]:
+    written = []
+    for modality in manifest.modalities:
+        deep_table = pd.read_csv(out / "features" / f"deep_{modality}.csv", keep_default_na=False,
+                                 usecols=["patient_id", "label", "split", "head_prob_malignant"])
+        cases = gradcam_cases(deep_table, config.report.gradcam_cases)
+        target = out / "gradcam" / modality
+        run_bundle_config("gradcam", manifest=str(manifest.path), modality=modality, output_dir=str(out / "deep"),
+                          gradcam_dir=str(target), backbone=config.deep.backbone,
+                          spatial_size=list(config.deep.spatial_size), roi_margin=config.roi.margin,
+                          roi_margin_unit=config.roi.margin_unit, mask_label=config.roi.label_value,
+                          patients=",".join(cases["patient_id"]), num_patients=len(cases))
+        written.append(write_csv(cases, target / "cases.csv"))
+    return written
+
+
+def run_pipeline(manifest_path: str | Path, config: RunConfig, out_dir: str | Path, force: Iterable[str] = (),
+                 progress: bool = True) -> RunResult:
+    """Run every stage (skipping finished ones) and write the report and provenance."""
+    from mmdlr.report.html import write_report
+
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    unknown = set(force) - set(STAGES)
+    if unknown:
+        raise ValueError(f"unknown stage(s) to force: {', '.join(sorted(unknown))}; stages: {', '.join(STAGES)}")
+    runner = StageRunner(out, force, code_version())
+    source = Manifest.from_csv(manifest_path)
+    hashes = input_hashes(source) if not source.structural_problems() else {}
+
+    def validate():
+        report = validate_manifest(source.path, config.roi.label_value, progress)
+        if not report.ok:
+            raise ManifestError(report.problems)
+        return [write_csv(report.summary, out / "cohort_summary.csv")]
+
+    runner.run("validate", [hashes, config.roi.label_value], validate)
+    runner.run("split", [hashes, config.section("analysis")["protocol"], config.section("analysis")["holdout"],
+                         config.analysis.seed], lambda: [_fixed_split_manifest(source, config, out / "manifest.csv")])
+    manifest = read_manifest(out / "manifest.csv")
+    roi_key = [hashes, config.section("roi")]
+
+    def crop():
+        crop_cohort(manifest, out, config.roi, progress)
+        return [out / "roi" / "roi_index.csv"]
+
+    runner.run("crop", roi_key, crop)
+    index = pd.read_csv(out / "roi" / "roi_index.csv", dtype={"patient_id": str, "group": str, "split": str},
+                        keep_default_na=False)
+    split_key = runner.records["split"].key
+    if config.deep.enabled:
+        runner.run("deep", [roi_key, split_key, config.section("deep")], lambda: _deep_stage(manifest, config, out))
+    params = [Path(config.radiomics.params_2d or DEFAULT_PARAMS["2d"]).read_text(),
+              Path(config.radiomics.params_3d or DEFAULT_PARAMS["3d"]).read_text()]
+    runner.run("radiomics", [roi_key, split_key, config.section("radiomics"), params],
+               lambda: _radiomics_stage(index, config, out))
+    feature_keys = [runner.records[name].key for name in ("deep", "radiomics") if name in runner.records]
+    runner.run("analysis", [feature_keys, config.section("analysis")],
+               lambda: [run_analysis(out / "features", out, config.analysis, out / "manifest.csv",
+                                     progress).results_dir])
+    if config.deep.enabled:
+        runner.run("gradcam", [runner.records["deep"].key, config.section("report")],
+                   lambda: _gradcam_stage(manifest, config, out))
+    report = out / "report.html"
+    runner.run("report", [[record.key for record in runner.records.values()], config.raw],
+               lambda: [write_report(out, config, source)])
+    provenance = write_provenance(out, config.raw, source, hashes, runner.records, runner.code, sys.argv)
+    return RunResult(out, report, provenance, runner)

@@ -1,0 +1,192 @@
+"""`report.html`: one self-contained page (images embedded) describing a run and its results."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from matplotlib.figure import Figure
+
+from mmdlr import __version__
+from mmdlr.atomic import write_text
+from mmdlr.evaluate.decision_curve import decision_curve
+from mmdlr.io.manifest import Manifest
+from mmdlr.pipeline.config import RunConfig
+from mmdlr.pipeline.provenance import package_versions
+from mmdlr.report.protocol import protocol_items
+
+TABLES = (("radiomics", "Table 2 — conventional radiomic features"),
+          ("deep", "Table 3 — deep features from transfer learning"),
+          ("fusion", "Table 4 — radiomic + deep feature fusion"))
+TABLE_COLUMNS = ["method", "n_patients", "accuracy", "AUC [95% CI]", "Sensitivity [95% CI]",
+                 "Specificity [95% CI]", "brier", "classifier"]
+STYLE = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222;line-height:1.45}
+h1{border-bottom:3px solid #2a6f97}h2{color:#2a6f97;margin-top:1.6em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.92em}th,td{border:1px solid #ccc;padding:3px 8px}
+th{background:#eef4f8}td{text-align:right}td:first-child{text-align:left}
+figure{display:inline-block;margin:.4em;vertical-align:top;text-align:center}figcaption{font-size:.85em}
+img{max-width:520px}.cam img{max-width:180px;image-rendering:pixelated}.note{color:#555;font-size:.9em}
+dl dt{font-weight:600;margin-top:.4em}
+"""
+
+
+def _image(data: bytes, alt: str, caption: str = "", css: str = "") -> str:
+    encoded = base64.b64encode(data).decode()
+    return (f'<figure class="{css}"><img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _table(frame: pd.DataFrame, float_format: str = "{:.3f}") -> str:
+    return frame.to_html(index=False, border=0, na_rep="–", float_format=float_format.format, escape=True)
+
+
+def _read(path: Path) -> pd.DataFrame | None:
+    return pd.read_csv(path, keep_default_na=False, na_values=[""]) if path.is_file() else None
+
+
+def _cohort_section(out: Path, source: Manifest) -> str:
+    parts = [f"<p>Manifest: <code>{html.escape(str(source.path))}</code>; {len(source.table)} patients "
+             f"({(source.table['label'].str.lower().isin(['1', 'malignant'])).sum()} malignant).</p>"]
+    summary = _read(out / "cohort_summary.csv")
+    if summary is not None:
+        parts.append(_table(summary, "{:.0f}"))
+    present = pd.DataFrame({m: source.table[f"{m}_image"] != "" for m in source.modalities})
+    combos = present.apply(lambda row: "+".join(m.upper() for m in present.columns if row[m]), axis=1)
+    parts.append("<p>Modalities present per patient:</p>"
+                 + _table(combos.value_counts().rename_axis("modalities").reset_index(name="patients")))
+    removed = source.path.with_name(f"{source.path.stem}_removed.csv")
+    if removed.is_file():
+        reasons = pd.read_csv(removed)["reason"].value_counts().rename_axis("reason").reset_index(name="images")
+        parts.append(f"<p>Removed before this run (<code>{html.escape(removed.name)}</code>):</p>" + _table(reasons))
+    else:
+        parts.append("<p>No duplicates were removed before this run (no <code>*_removed.csv</code> "
+                     "beside the manifest).</p>")
+    return "".join(parts)
+
+
+def _results_section(results: Path) -> str:
+    parts = []
+    clinical = _read(results / "table_clinical.csv")
+    if clinical is not None:
+        parts.append("<h3>Table 1 — characteristics, training vs test</h3>" + _table(clinical))
+    for name, title in TABLES:
+        table = _read(results / f"table_{name}.csv")
+        if table is None:
+            parts.append(f"<h3>{title}</h3><p class='note'>Not computed (its feature tables are absent).</p>")
+            continue
+        note = table["ci_method"].iloc[0] if "ci_method" in table else ""
+        parts.append(f"<h3>{title}</h3>" + _table(table[[c for c in TABLE_COLUMNS if c in table]])
+                     + f"<p class='note'>{html.escape(str(note))}</p>")
+    delong = _read(results / "delong_tests.csv")
+    if delong is not None and len(delong):
+        parts.append("<h3>DeLong tests</h3>" + _table(delong, "{:.4f}"))
+    skipped = _read(results / "skipped_rows.csv")
+    if skipped is not None and len(skipped):
+        parts.append("<h3>Rows not computed</h3>" + _table(skipped))
+    return "".join(parts)
+
+
+def _decision_curve_png(results: Path) -> bytes | None:
+    predictions = _read(results / "predictions.csv")
+    tables = {name: _read(results / f"table_{name}.csv") for name, _ in TABLES}
+    if predictions is None:
+        return None
+    figure = Figure(figsize=(6, 4.2))
+    axis = figure.subplots()
+    curve = None
+    for name, table in tables.items():
+        if table is None or table["auc"].isna().all():
+            continue
+        method = table.loc[table["auc"].idxmax(), "method"]
+        family = {"fusion": "radiomics+deep"}.get(name, name)
+        chosen = predictions[(predictions["family"] == family) & (predictions["method"] == method)]
+        pooled = chosen.groupby("patient_id").agg(label=("label", "first"), probability=("probability", "mean"))
+        curve = decision_curve(pooled["label"], pooled["probability"])
+        axis.plot(curve["threshold"], curve["model"], label=f"{family}: {method}")
+    if curve is None:
+        return None
+    axis.plot(curve["threshold"], curve["treat_all"], "k--", label="treat all")
+    axis.plot(curve["threshold"], curve["treat_none"], "k:", label="treat none")
+    axis.set(xlabel="threshold probability", ylabel="net benefit", title="Decision curves (best row per table)",
+             ylim=(-0.1, max(0.05, curve["treat_all"].max()) * 1.15))
+    axis.legend(fontsize=8)
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
+def _figures_section(results: Path) -> str:
+    rocs = [results / f"roc_{name}.png" for name, _ in TABLES]
+    figures = [_image(p.read_bytes(), p.stem, p.stem.replace("_", " ")) for p in rocs if p.is_file()]
+    if (results / "calibration.png").is_file():
+        figures.append(_image((results / "calibration.png").read_bytes(), "calibration", "calibration"))
+    curve = _decision_curve_png(results)
+    if curve:
+        figures.append(_image(curve, "decision curve", "decision curve analysis"))
+    return "".join(figures) or "<p class='note'>No figures (the analysis did not run).</p>"
+
+
+def _gradcam_section(out: Path) -> str:
+    parts = []
+    for cases_file in sorted((out / "gradcam").glob("*/cases.csv")):
+        modality = cases_file.parent.name
+        cases = pd.read_csv(cases_file, keep_default_na=False)
+        figures = []
+        for case in cases.itertuples():
+            png = cases_file.parent / f"{case.patient_id}_gradcam.png"
+            if png.is_file():
+                verdict = "correct" if str(case.correct) == "True" else "wrong"
+                label = "malignant" if int(case.label) else "benign"
+                figures.append(_image(png.read_bytes(), f"Grad-CAM {case.patient_id}",
+                                      f"{case.patient_id}: {label}, p={case.head_prob_malignant:.2f} ({verdict})",
+                                      "cam"))
+        parts.append(f"<h3>{modality.upper()}</h3>" + "".join(figures))
+    return "".join(parts) or "<p class='note'>No Grad-CAM overlays (deep stage disabled).</p>"
+
+
+def _models_section(results: Path) -> str:
+    index = _read(results / "models" / "index.csv")
+    if index is None:
+        return "<p class='note'>No saved models.</p>"
+    parts = [_table(index.drop(columns=["path"], errors="ignore"))]
+    selected = _read(results / "models" / "selected_features.csv")
+    if selected is not None and len(selected):
+        parts.append("<h3>Radiomic features kept by Mann–Whitney → Spearman → LASSO</h3>" + _table(selected))
+    return "".join(parts)
+
+
+def render_report(out_dir: str | Path, config: RunConfig, source: Manifest) -> str:
+    """The report's HTML text for a run folder."""
+    out = Path(out_dir)
+    results = out / "results"
+    protocol = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>"
+                       for k, v in protocol_items(config, source).items())
+    versions = pd.DataFrame(sorted(package_versions().items()), columns=["package", "version"])
+    sections = [
+        ("Cohort", _cohort_section(out, source)),
+        ("Protocol (TRIPOD+AI items)", f"<dl>{protocol}</dl>"),
+        ("Results", _results_section(results)),
+        ("ROC, calibration and decision curves", _figures_section(results)),
+        ("Grad-CAM: most confident correct and wrong test cases", _gradcam_section(out)),
+        ("Selected features and classifiers", _models_section(results)),
+        ("Software", _table(versions) + "<details><summary>Resolved configuration</summary><pre>"
+         + html.escape(yaml.safe_dump(config.raw, sort_keys=False)) + "</pre></details>"),
+    ]
+    body = "".join(f"<h2>{html.escape(title)}</h2>{content}" for title, content in sections)
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>mmdlr report</title>"
+            f"<style>{STYLE}</style></head><body><h1>mmdlr report</h1><p class='note'>mmdlr {__version__}, "
+            f"{created}, run folder <code>{html.escape(str(out))}</code>. Method: Lu et al. 2024, Front. Med. "
+            f"11:1402967, run without leakage (every fitted step inside the folds).</p>{body}</body></html>")
+
+
+def write_report(out_dir: str | Path, config: RunConfig, source: Manifest) -> Path:
+    """Write ``OUT/report.html`` atomically and return its path."""
+    return write_text(render_report(out_dir, config, source), Path(out_dir) / "report.html")

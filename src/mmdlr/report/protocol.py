@@ -1,0 +1,48 @@
+"""The protocol of a run described in words, item by item (TRIPOD+AI: data, splits, selection, metrics)."""
+
+from __future__ import annotations
+
+from mmdlr.io.manifest import Manifest
+from mmdlr.pipeline.config import RunConfig
+
+
+def protocol_items(config: RunConfig, source: Manifest) -> dict[str, str]:
+    analysis, deep, roi = config.analysis, config.deep, config.roi
+    modalities = ", ".join(m.upper() for m in source.modalities)
+    if analysis.protocol == "holdout":
+        splits = (f"Hold-out (the paper's protocol): the manifest's train/test split where given, else a "
+                  f"stratified {1 - analysis.holdout.test_size:.0%}/{analysis.holdout.test_size:.0%} split "
+                  f"(seed {analysis.seed}) that never separates a group. All selection on the training part; "
+                  "the test part is used once.")
+    else:
+        splits = (f"Nested cross-validation: {analysis.nested_cv.repeats} × stratified grouped "
+                  f"{analysis.nested_cv.outer_folds}-fold outer loop (seed {analysis.seed}); every fitted step "
+                  "is refitted inside each outer training fold.")
+    margin = f"{roi.margin:g} {'%' if roi.margin_unit == 'percent' else 'pixels'}"
+    return {
+        "Source of data": f"{len(source.table)} patients from {source.path.name}; modalities {modalities}.",
+        "Outcome": "Histopathology label, benign (0) vs malignant (1).",
+        "Predictors": (f"PyRadiomics {config.radiomics.dimension.upper()} features (first order, shape, GLCM, "
+                       f"GLRLM, GLSZM, NGTDM, GLDM) of the lesion ROI (bounding box + {margin}, largest slice "
+                       f"for volumes); {deep.backbone} average-pool deep features ({deep.mode} backbone, "
+                       f"weights '{deep.weights}', head trained {deep.max_epochs} epochs, SGD lr "
+                       f"{deep.learning_rate}, batch {deep.batch_size})."
+                       if deep.enabled else "PyRadiomics features only (deep stage disabled)."),
+        "Missing data": (f"Patients missing a modality are absent from its tables; early fusion uses "
+                         f"{'complete patients only' if analysis.fusion.missing == 'complete' else 'training-fold median imputation'};"
+                         " late fusion averages the models that exist for a patient."),
+        "Data splitting": splits,
+        "Model building": (f"Radiomics: median imputation, variance filter, scaling, Mann–Whitney U "
+                           f"(p < {analysis.select.mannwhitney_p}), Spearman redundancy (|rho| > "
+                           f"{analysis.select.spearman_rho}), LASSO. Deep: scaling, PCA {analysis.pca.deep}. "
+                           f"Radiomics + deep: PCA {analysis.pca.fused}. Classifiers "
+                           f"{', '.join(analysis.classifiers)}, chosen with their hyper-parameters by "
+                           f"{analysis.inner_folds}-fold inner CV on training data only. Fusion: early "
+                           "(concatenation), ensemble (softmax of inner-CV accuracies), stacking (meta-learner on "
+                           "out-of-fold probabilities)."),
+        "Performance measures": ("Accuracy, AUC, sensitivity TP/(TP+FN), specificity TN/(TN+FP) with 95% CIs "
+                                 "(DeLong for AUC, bootstrap percentile otherwise), Brier score, calibration "
+                                 f"curve, decision curve; threshold {analysis.threshold} (never tuned on test "
+                                 "data); DeLong test of the best fusion vs the best single modality."),
+        "Reproducibility": "Every input file, setting, seed, package version and stage time is in provenance.json.",
+    }
