@@ -13,6 +13,7 @@ from mmdlr.classify.zoo import CLASSIFIERS, DEFAULT_GRIDS, make_classifier
 FAMILIES = ("radiomics", "deep", "radiomics+deep")
 PROTOCOLS = ("holdout", "nested_cv")
 BACKENDS = ("loky", "threading", "dask")
+PIPELINE_SECTIONS = ("roi", "radiomics", "deep", "report")  # read by `mmdlr run`, ignored here
 
 
 class ConfigError(ValueError):
@@ -170,6 +171,8 @@ def config_from_dict(values: dict | None) -> AnalysisConfig:
 
 
 def load_config(path: str | Path) -> AnalysisConfig:
-    """Read a YAML analysis config with ``yaml.safe_load`` and validate it."""
+    """Read a YAML run config with ``yaml.safe_load`` and validate its analysis settings (the pipeline
+    sections, which only `mmdlr run` reads, are left aside)."""
     with open(path, encoding="utf-8") as handle:
-        return config_from_dict(yaml.safe_load(handle))
+        values = yaml.safe_load(handle) or {}
+    return config_from_dict({key: value for key, value in values.items() if key not in PIPELINE_SECTIONS})

@@ -12,10 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from mmdlr.analysis.config import AnalysisConfig, ConfigError, config_from_dict
+from mmdlr.analysis.config import PIPELINE_SECTIONS, AnalysisConfig, ConfigError, config_from_dict
 from mmdlr.roi.cache import RoiSettings
-
-PIPELINE_SECTIONS = ("roi", "radiomics", "deep", "report")
 
 
 @dataclass
