@@ -1,0 +1,42 @@
+"""The run config: one file per protocol, overrides, validation of every section."""
+
+from __future__ import annotations
+
+import pytest
+
+from mmdlr.analysis.config import ConfigError, load_config
+from mmdlr.paths import CONFIG_DIR
+from mmdlr.pipeline.config import load_run_config, parse_override
+
+
+def test_paper_config_reproduces_the_paper_settings():
+    config = load_run_config(CONFIG_DIR / "paper.yaml")
+    assert config.analysis.protocol == "holdout" and config.analysis.holdout.test_size == 0.2
+    assert (config.analysis.pca.deep, config.analysis.pca.fused) == (32, 108)
+    assert set(config.analysis.classifiers) == {"svm", "knn", "rf", "extratrees", "xgboost", "lightgbm", "lr"}
+    assert (config.deep.backbone, config.deep.mode, config.deep.max_epochs) == ("resnet50", "frozen", 200)
+    assert (config.deep.batch_size, config.deep.learning_rate) == (32, 0.001)
+    assert load_config(CONFIG_DIR / "paper.yaml").to_dict() == config.analysis.to_dict()
+    assert load_run_config(CONFIG_DIR / "nested_cv.yaml").analysis.protocol == "nested_cv"
+
+
+def test_overrides_reach_every_section():
+    config = load_run_config(CONFIG_DIR / "paper.yaml", ["deep.max_epochs=5", "roi.margin=3",
+                                                         "protocol=nested_cv", "classifiers=[lr]"])
+    assert config.deep.max_epochs == 5 and config.roi.margin == 3
+    assert config.analysis.protocol == "nested_cv" and list(config.analysis.classifiers) == ["lr"]
+    assert config.raw["deep"]["max_epochs"] == 5
+    assert parse_override("deep.spatial_size=[64,64]") == (["deep", "spatial_size"], [64, 64])
+
+
+@pytest.mark.parametrize("override,message", [
+    ("deep.epochs=3", "unknown key(s) in deep: epochs"),
+    ("deep.mode=partial", "deep.mode must be frozen or finetune"),
+    ("radiomics.dimension=4d", "radiomics.dimension must be 2d or 3d"),
+    ("protocol=cv", "protocol must be one of"),
+    ("nothing", "must look like section.key=value"),
+    ("seed.value=3", "seed is not a section"),
+])
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_run_config(CONFIG_DIR / "paper.yaml", [override])
