@@ -34,6 +34,10 @@ def test_every_stage_writes_its_outputs(finished_run):
     for name in ("table_radiomics.csv", "table_deep.csv", "table_fusion.csv", "predictions.csv",
                  "table_clinical.csv", "calibration.png", "delong_tests.csv"):
         assert (results / name).is_file(), name
+    baselines = pd.read_csv(results / "table_cnn_baselines.csv")
+    assert baselines["method"].tolist() == ["DenseNet-121 (US)", "DenseNet-121 (MG)", "DenseNet-121 (MR)"]
+    assert baselines["auc"].between(0, 1).all() and (baselines["classifier"] == "Softmax").all()
+    assert np.allclose(baselines["auc"], baselines["bundle_evaluate_auc"])  # bundle's evaluate agrees
     manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)
     assert set(manifest["split"]) == {"train", "test"}
     predictions = pd.read_csv(results / "predictions.csv", keep_default_na=False)
@@ -119,7 +123,8 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path):
              f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run([_chromium(), *flags, "--dump-dom", result.report.as_uri()], capture_output=True,
                          text=True, timeout=120).stdout
-    for text in ("Table 2", "Table 3", "Table 4", "Table 1", "Ensemble", "Stacking", "TRIPOD", "Grad-CAM"):
+    for text in ("Table 2", "Table 3", "Table 4", "Table 1", "Ensemble", "Stacking", "TRIPOD", "Grad-CAM",
+                 "DenseNet-121 (MG)", "Decision", "Software"):
         assert text in dom, text
     shot = tmp_path / "report.png"
     subprocess.run([_chromium(), *flags, "--window-size=1200,3000", f"--screenshot={shot}",

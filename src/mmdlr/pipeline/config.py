@@ -39,6 +39,8 @@ class DeepSection:
     learning_rate: float = 0.001
     spatial_size: list[int] = field(default_factory=lambda: [224, 224])
     seed: int = 0
+    baselines: list[str] = field(default_factory=lambda: ["resnet101", "densenet121"])
+    baseline_weights: str = "imagenet"
 
 
 @dataclass

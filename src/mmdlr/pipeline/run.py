@@ -1,9 +1,9 @@
 """`mmdlr run`: validate -> split -> ROI crops -> per modality bundle training + deep features ->
-radiomics -> analysis grid -> Grad-CAM -> report, each stage resumable, with provenance.
+radiomics -> analysis grid -> CNN baselines -> Grad-CAM -> report, each stage resumable, with provenance.
 
 Run folder: ``manifest.csv`` (the cohort with its hold-out split fixed), ``roi/``, ``deep/`` (bundle
 outputs: checkpoints, logs), ``features/`` (radiomics_<mod>.csv, deep_<mod>.csv), ``results/``,
-``gradcam/``, ``report.html``, ``provenance.json``, ``stages/`` (one record per finished stage).
+``baselines/`` (CNN baselines' bundle outputs), ``gradcam/``, ``report.html``, ``provenance.json``, ``stages/`` (one record per finished stage).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from mmdlr.evaluate import holdout_fold
 from mmdlr.io.manifest import Manifest, parse_label, read_manifest
 from mmdlr.io.validate import validate_manifest
 from mmdlr.parallel import dask_client
+from mmdlr.pipeline.baselines import baselines_stage
 from mmdlr.pipeline.bundle import run_bundle_config
 from mmdlr.pipeline.config import RunConfig
 from mmdlr.pipeline.provenance import input_hashes, write_provenance
@@ -32,7 +33,7 @@ from mmdlr.radiomics.extract import DEFAULT_PARAMS, extract_cohort
 from mmdlr.roi.cache import crop_cohort
 
 log = logging.getLogger("mmdlr")
-STAGES = ("validate", "split", "crop", "deep", "radiomics", "analysis", "gradcam", "report")
+STAGES = ("validate", "split", "crop", "deep", "radiomics", "analysis", "baselines", "gradcam", "report")
 
 
 @dataclass
@@ -160,6 +161,9 @@ def run_pipeline(manifest_path: str | Path, config: RunConfig, out_dir: str | Pa
     runner.run("analysis", [feature_keys, config.section("analysis")],
                lambda: [run_analysis(out / "features", out, config.analysis, out / "manifest.csv",
                                      progress).results_dir])
+    if config.deep.baselines and config.analysis.protocol == "holdout":
+        runner.run("baselines", [roi_key, split_key, config.section("deep"), config.section("analysis")["bootstrap"]],
+                   lambda: baselines_stage(manifest, config, out))
     if config.deep.enabled:
         runner.run("gradcam", [runner.records["deep"].key, config.section("report")],
                    lambda: _gradcam_stage(manifest, config, out))

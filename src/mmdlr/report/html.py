@@ -83,6 +83,13 @@ def _results_section(results: Path) -> str:
         note = table["ci_method"].iloc[0] if "ci_method" in table else ""
         parts.append(f"<h3>{title}</h3>" + _table(table[[c for c in TABLE_COLUMNS if c in table]])
                      + f"<p class='note'>{html.escape(str(note))}</p>")
+    baselines = results / "table_cnn_baselines.csv"
+    if baselines.is_file():
+        table = _read(baselines)
+        note = (results / "table_cnn_baselines.md").read_text().strip().splitlines()[-1]
+        parts.append("<h3>CNN baselines (softmax head, same split)</h3>"
+                     + (_table(table[[c for c in TABLE_COLUMNS + ["weights"] if c in table]]) if len(table) else "")
+                     + f"<p class='note'>{html.escape(note)}</p>")
     delong = _read(results / "delong_tests.csv")
     if delong is not None and len(delong):
         parts.append("<h3>DeLong tests</h3>" + _table(delong, "{:.4f}"))

@@ -1,0 +1,68 @@
+"""CNN baselines of the paper's Table 4: each backbone's own softmax head, per modality, on the same split.
+
+Each (backbone, modality) is trained by the bundle's ``train.json`` (frozen backbone, new head), scored
+by ``evaluate.json`` on the test split, and its per-patient probabilities (``inference.json``) give the
+confidence intervals. VGG-19, GoogLeNet and Inception-v3 exist only in torchvision, which cannot be
+installed with this torch build, so they are listed as not computed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from mmdlr.analysis.grid import SINGLE, GridRow
+from mmdlr.analysis.summary import holdout_row, markdown_table, result_table
+from mmdlr.atomic import write_csv, write_text
+from mmdlr.io.manifest import Manifest
+from mmdlr.pipeline.bundle import run_bundle_config
+from mmdlr.pipeline.config import RunConfig
+
+DISPLAY_NAMES = {"resnet50": "ResNet-50", "resnet101": "ResNet-101", "densenet121": "DenseNet-121",
+                 "efficientnet_lite0": "EfficientNet-Lite0"}
+TORCHVISION_ONLY = ("VGG-19", "GoogLeNet", "Inception-v3")
+FAMILY = "cnn"
+
+
+def _baseline(manifest: Manifest, config: RunConfig, backbone: str, modality: str, folder: Path) -> tuple[str, dict]:
+    common = {"manifest": str(manifest.path), "modality": modality, "output_dir": str(folder),
+              "backbone": backbone, "spatial_size": list(config.deep.spatial_size),
+              "roi_margin": config.roi.margin, "roi_margin_unit": config.roi.margin_unit,
+              "mask_label": config.roi.label_value}
+    run_bundle_config("train", "train", **common, weights=config.deep.baseline_weights, mode="frozen",
+                      max_epochs=config.deep.max_epochs, batch_size=config.deep.batch_size,
+                      learning_rate=config.deep.learning_rate, seed=config.deep.seed)
+    run_bundle_config("evaluate", **common, split="test")
+    evaluated = json.loads((folder / f"metrics_{modality}_test.json").read_text())
+    run_bundle_config("inference", **common)
+    table = pd.read_csv(folder / f"deep_{modality}.csv", keep_default_na=False,
+                        usecols=["patient_id", "label", "split", "head_prob_malignant"])
+    test = table[table["split"] == "test"]
+    predictions = pd.DataFrame({"label": test["label"], "probability": test["head_prob_malignant"],
+                                "threshold": 0.5, "classifier": "Softmax"})
+    method = f"{DISPLAY_NAMES.get(backbone, backbone)} ({modality.upper()})"
+    row = holdout_row(predictions, config.analysis.bootstrap.n, config.analysis.bootstrap.seed)
+    return method, row | {"bundle_evaluate_auc": evaluated["auc"], "weights": config.deep.baseline_weights}
+
+
+def baselines_stage(manifest: Manifest, config: RunConfig, out: Path) -> list[Path]:
+    """Write ``results/table_cnn_baselines.csv`` and ``.md`` (hold-out protocol only)."""
+    rows, summaries = [], {}
+    for backbone in config.deep.baselines:
+        for modality in manifest.modalities:
+            method, summary = _baseline(manifest, config, backbone, modality, out / "baselines" / backbone)
+            rows.append(GridRow(FAMILY, method, SINGLE, ()))
+            summaries[(FAMILY, method)] = summary
+    table = result_table(rows, summaries) if rows else pd.DataFrame(columns=["method"])
+    if rows:
+        extra = pd.DataFrame([summaries[(FAMILY, row.method)] for row in rows])
+        table[["bundle_evaluate_auc", "weights"]] = extra[["bundle_evaluate_auc", "weights"]].to_numpy()
+    results = out / "results"
+    csv = write_csv(table, results / "table_cnn_baselines.csv")
+    note = (f"\nNot computed: {', '.join(TORCHVISION_ONLY)} (torchvision only; its wheel cannot be imported "
+            "with this torch build).\n")
+    markdown = markdown_table(table, "CNN baselines (paper Table 4, lower part)") if rows else ""
+    write_text(markdown + note, results / "table_cnn_baselines.md")
+    return [csv, results / "table_cnn_baselines.md"]
