@@ -124,7 +124,7 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path):
     dom = subprocess.run([_chromium(), *flags, "--dump-dom", result.report.as_uri()], capture_output=True,
                          text=True, timeout=120).stdout
     for text in ("Table 2", "Table 3", "Table 4", "Table 1", "Ensemble", "Stacking", "TRIPOD", "Grad-CAM",
-                 "DenseNet-121 (MG)", "Decision", "Software"):
+                 "DenseNet-121 (MG)", "Decision", "Software", "kept by Mann"):
         assert text in dom, text
     shot = tmp_path / "report.png"
     subprocess.run([_chromium(), *flags, "--window-size=1200,3000", f"--screenshot={shot}",

@@ -13,6 +13,7 @@ import yaml
 from matplotlib.figure import Figure
 
 from mmdlr import __version__
+from mmdlr.analysis.bundle import load_bundle
 from mmdlr.atomic import write_text
 from mmdlr.evaluate.decision_curve import decision_curve
 from mmdlr.io.manifest import Manifest
@@ -158,14 +159,28 @@ def _gradcam_section(out: Path) -> str:
     return "".join(parts) or "<p class='note'>No Grad-CAM overlays (deep stage disabled).</p>"
 
 
+def selected_radiomic_features(models_dir: Path, index: pd.DataFrame) -> pd.DataFrame:
+    """Features each single-modality radiomics model kept after Mann–Whitney → Spearman → LASSO."""
+    rows = []
+    for entry in index[(index["family"] == "radiomics") & ~index["method"].str.contains(r"\+|Ensemble|Stacking")
+                       ].itertuples():
+        model = load_bundle(models_dir / entry.path).model
+        steps = model.best_estimator_[:-1]
+        names = [name.split("__")[-1] for name in steps.get_feature_names_out()]
+        rows.append({"modality": entry.method, "classifier": entry.classifier, "kept": len(names),
+                     "features": ", ".join(names)})
+    return pd.DataFrame(rows)
+
+
 def _models_section(results: Path) -> str:
     index = _read(results / "models" / "index.csv")
     if index is None:
         return "<p class='note'>No saved models.</p>"
     parts = [_table(index.drop(columns=["path"], errors="ignore"))]
-    selected = _read(results / "models" / "selected_features.csv")
-    if selected is not None and len(selected):
-        parts.append("<h3>Radiomic features kept by Mann–Whitney → Spearman → LASSO</h3>" + _table(selected))
+    selected = selected_radiomic_features(results / "models", index)
+    if len(selected):
+        parts.append("<h3>Radiomic features kept by Mann–Whitney → Spearman → LASSO (final models)</h3>"
+                     + _table(selected))
     return "".join(parts)
 
 

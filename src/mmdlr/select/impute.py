@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.impute import SimpleImputer
 from sklearn.utils.validation import check_is_fitted
 
 
-class FiniteMedianImputer(TransformerMixin, BaseEstimator):
+class FiniteMedianImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     """Replace NaN and +/-inf by the training median of each column (0 for all-missing columns)."""
 
     def fit(self, X, y=None):
