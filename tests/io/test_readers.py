@@ -204,3 +204,13 @@ def test_pydicom_decoders_are_installed():
     for decoder in (JPEG2000LosslessDecoder, JPEGBaseline8BitDecoder, RLELosslessDecoder):
         assert decoder.is_available, decoder.UID.name
     assert pydicom.__version__.startswith("3.")
+
+
+def test_dicom_mask_with_label_value(tmp_path):
+    labels = np.zeros((40, 50), np.uint16)
+    labels[5:10, 5:10] = 1
+    labels[20:30, 20:30] = 2
+    dicom_dataset(labels).save_as(tmp_path / "seg.dcm", enforce_file_format=True)
+    assert read_mask(tmp_path / "seg.dcm").array.sum() == 25 + 100
+    assert read_mask(tmp_path / "seg.dcm", label_value=2).array.sum() == 100
+    assert read_mask(tmp_path / "seg.dcm").spacing == (0.5, 0.25)
