@@ -130,7 +130,7 @@ class Manifest:
                 continue
             cases.append({
                 "patient_id": row["patient_id"],
-                "label": parse_label(row["label"]),
+                "label": parse_label(row.get("label", "")),
                 "split": row_split,
                 "group": row.get("group", "") or row["patient_id"],
                 "modality": modality,

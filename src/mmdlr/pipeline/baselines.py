@@ -17,7 +17,7 @@ from mmdlr.analysis.grid import SINGLE, GridRow
 from mmdlr.analysis.summary import holdout_row, markdown_table, result_table
 from mmdlr.atomic import write_csv, write_text
 from mmdlr.io.manifest import Manifest
-from mmdlr.pipeline.bundle import run_bundle_config
+from mmdlr.pipeline.bundle import bundle_overrides, run_bundle_config
 from mmdlr.pipeline.config import RunConfig
 
 DISPLAY_NAMES = {"resnet50": "ResNet-50", "resnet101": "ResNet-101", "densenet121": "DenseNet-121",
@@ -27,10 +27,7 @@ FAMILY = "cnn"
 
 
 def _baseline(manifest: Manifest, config: RunConfig, backbone: str, modality: str, folder: Path) -> tuple[str, dict]:
-    common = {"manifest": str(manifest.path), "modality": modality, "output_dir": str(folder),
-              "backbone": backbone, "spatial_size": list(config.deep.spatial_size),
-              "roi_margin": config.roi.margin, "roi_margin_unit": config.roi.margin_unit,
-              "mask_label": config.roi.label_value}
+    common = bundle_overrides(config, folder, modality, backbone) | {"manifest": str(manifest.path)}
     run_bundle_config("train", "train", **common, weights=config.deep.baseline_weights, mode="frozen",
                       max_epochs=config.deep.max_epochs, batch_size=config.deep.batch_size,
                       learning_rate=config.deep.learning_rate, seed=config.deep.seed)

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from monai.bundle import ConfigWorkflow
 
 from mmdlr.paths import BUNDLE_DIR
+from mmdlr.pipeline.config import RunConfig
 
 CONFIGS = BUNDLE_DIR / "configs"
+
+
+def bundle_overrides(config: RunConfig, output_dir: str | Path, modality: str, backbone: str | None = None) -> dict:
+    """The bundle values a run config fixes for one modality (shared by training, inference, Grad-CAM,
+    the baselines and serving, so they never diverge)."""
+    return {"output_dir": str(output_dir), "modality": modality, "backbone": backbone or config.deep.backbone,
+            "spatial_size": list(config.deep.spatial_size), "roi_margin": config.roi.margin,
+            "roi_margin_unit": config.roi.margin_unit, "mask_label": config.roi.label_value}
 
 
 def run_bundle_config(name: str, workflow_type: str | None = None, **overrides) -> ConfigWorkflow:

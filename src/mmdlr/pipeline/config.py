@@ -84,6 +84,7 @@ def parse_override(text: str) -> tuple[list[str], object]:
 
 
 def apply_overrides(values: dict, overrides: list[str]) -> dict:
+    """A copy of ``values`` with every ``section.key=value`` override applied."""
     values = yaml.safe_load(yaml.safe_dump(values)) or {}
     for text in overrides:
         path, value = parse_override(text)
@@ -102,7 +103,14 @@ def load_run_config(path: str | Path | None, overrides: list[str] = ()) -> RunCo
     if path is not None:
         with open(path, encoding="utf-8") as handle:
             values = yaml.safe_load(handle) or {}
-    values = apply_overrides(values, list(overrides))
+    return run_config_from_dict(apply_overrides(values, list(overrides)))
+
+
+def run_config_from_dict(values: dict) -> RunConfig:
+    """Validate a run config given as a mapping: the analysis keys at top level (as in the YAML files)
+    or under ``analysis`` (as ``RunConfig.raw`` and provenance.json record them)."""
+    values = dict(values)
+    values.update(values.pop("analysis", None) or {})
     pipeline = {name: values.pop(name, None) for name in PIPELINE_SECTIONS}
     config = RunConfig(
         roi=_section(RoiSettings, pipeline["roi"], "roi"),

@@ -25,12 +25,12 @@ from mmdlr.io.manifest import Manifest, parse_label, read_manifest
 from mmdlr.io.validate import validate_manifest
 from mmdlr.parallel import dask_client
 from mmdlr.pipeline.baselines import baselines_stage
-from mmdlr.pipeline.bundle import run_bundle_config
+from mmdlr.pipeline.bundle import bundle_overrides, run_bundle_config
 from mmdlr.pipeline.config import RunConfig
 from mmdlr.pipeline.provenance import input_hashes, write_provenance
 from mmdlr.pipeline.stages import StageRunner, code_version
 from mmdlr.radiomics.extract import DEFAULT_PARAMS, extract_cohort
-from mmdlr.roi.cache import crop_cohort
+from mmdlr.roi.cache import crop_cohort, file_digest
 
 log = logging.getLogger("mmdlr")
 STAGES = ("validate", "split", "crop", "deep", "radiomics", "analysis", "baselines", "gradcam", "report")
@@ -65,17 +65,15 @@ def _fixed_split_manifest(manifest: Manifest, config: RunConfig, path: Path) -> 
 
 def _deep_stage(manifest: Manifest, config: RunConfig, out: Path) -> list[Path]:
     deep = config.deep
-    common = {"manifest": str(manifest.path), "output_dir": str(out / "deep"), "backbone": deep.backbone,
-              "spatial_size": list(deep.spatial_size), "roi_margin": config.roi.margin,
-              "roi_margin_unit": config.roi.margin_unit, "mask_label": config.roi.label_value}
     written = []
     for modality in manifest.modalities:
         log.info("deep features: %s (%s, %s)", modality, deep.backbone, deep.mode)
-        run_bundle_config("train", "train", **common, modality=modality, weights=deep.weights, mode=deep.mode,
+        common = bundle_overrides(config, out / "deep", modality) | {"manifest": str(manifest.path)}
+        run_bundle_config("train", "train", **common, weights=deep.weights, mode=deep.mode,
                           max_epochs=deep.max_epochs, batch_size=deep.batch_size,
                           learning_rate=deep.learning_rate, seed=deep.seed)
         output = out / "features" / f"deep_{modality}.csv"
-        run_bundle_config("inference", **common, modality=modality, output_path=str(output))
+        run_bundle_config("inference", **common, output_path=str(output))
         written += [output, out / "deep" / "models" / modality / "model.pt"]
     return written
 
@@ -108,11 +106,8 @@ def _gradcam_stage(manifest: Manifest, config: RunConfig, out: Path) -> list[Pat
                                  usecols=["patient_id", "label", "split", "head_prob_malignant"])
         cases = gradcam_cases(deep_table, config.report.gradcam_cases)
         target = out / "gradcam" / modality
-        run_bundle_config("gradcam", manifest=str(manifest.path), modality=modality, output_dir=str(out / "deep"),
-                          gradcam_dir=str(target), backbone=config.deep.backbone,
-                          spatial_size=list(config.deep.spatial_size), roi_margin=config.roi.margin,
-                          roi_margin_unit=config.roi.margin_unit, mask_label=config.roi.label_value,
-                          patients=",".join(cases["patient_id"]), num_patients=len(cases))
+        run_bundle_config("gradcam", **bundle_overrides(config, out / "deep", modality), manifest=str(manifest.path),
+                          gradcam_dir=str(target), patients=",".join(cases["patient_id"]), num_patients=len(cases))
         written.append(write_csv(cases, target / "cases.csv"))
     return written
 
@@ -150,7 +145,7 @@ def run_pipeline(manifest_path: str | Path, config: RunConfig, out_dir: str | Pa
     runner.run("crop", roi_key, crop)
     index = pd.read_csv(out / "roi" / "roi_index.csv", dtype={"patient_id": str, "group": str, "split": str},
                         keep_default_na=False)
-    split_key = runner.records["split"].key
+    split_key = file_digest(out / "manifest.csv")  # content: a setting that leaves the split alone reruns nothing
     if config.deep.enabled:
         runner.run("deep", [roi_key, split_key, config.section("deep")], lambda: _deep_stage(manifest, config, out))
     params = [Path(config.radiomics.params_2d or DEFAULT_PARAMS["2d"]).read_text(),

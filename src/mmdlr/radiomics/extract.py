@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 
 import joblib
@@ -22,6 +23,7 @@ from mmdlr.paths import CONFIG_DIR
 
 ID_COLUMNS = ["patient_id", "label", "split", "group"]
 DEFAULT_PARAMS = {"2d": CONFIG_DIR / "radiomics_2d.yaml", "3d": CONFIG_DIR / "radiomics_3d.yaml"}
+EXTRACTOR_LOCK = threading.Lock()  # PyRadiomics' extractor set-up (pykwalify, ruamel) is not thread-safe
 
 
 def _roi_files(roi_dir: Path, use_volume: bool) -> tuple[Path, Path]:
@@ -43,7 +45,10 @@ def extract_roi(roi_dir: str | os.PathLike, params: str | os.PathLike, use_volum
     if cache.is_file():
         return json.loads(cache.read_text())
     radiomics.setVerbosity(logging.ERROR)
-    result = featureextractor.RadiomicsFeatureExtractor(str(params)).execute(str(image), str(mask))
+    radiomics.logger.setLevel(logging.ERROR)  # setVerbosity quiets only PyRadiomics' own handler
+    with EXTRACTOR_LOCK:
+        extractor = featureextractor.RadiomicsFeatureExtractor(str(params))
+    result = extractor.execute(str(image), str(mask))
     features = {name: float(value) for name, value in result.items() if not name.startswith("diagnostics_")}
     write_text(json.dumps(features), cache)
     return features

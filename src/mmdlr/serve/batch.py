@@ -1,0 +1,61 @@
+"""`mmdlr predict`: every patient of a manifest of new patients through the Predictor, as one table.
+
+The manifest has the cohort format (docs/contracts.md) without the need for labels: ``patient_id`` and
+``<mod>_image``/``<mod>_mask`` pairs for the run's modalities; other columns are ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from mmdlr.errors import ManifestError
+from mmdlr.io.manifest import Manifest
+from mmdlr.serve.predictor import CaseFiles, Predictor
+
+log = logging.getLogger(__name__)
+PREDICTION_COLUMNS = ["patient_id", "model", "probability", "label_predicted", "modalities_used"]
+
+
+def new_patients(manifest_path: str | Path, modalities: list[str]) -> dict[str, dict[str, CaseFiles]]:
+    """Per patient, the files of each of ``modalities`` the manifest gives; ManifestError lists every problem."""
+    manifest = Manifest.from_csv(manifest_path)
+    table = manifest.table
+    problems = [] if "patient_id" in table else ["missing required column 'patient_id'"]
+    known = [m for m in modalities if f"{m}_image" in table and f"{m}_mask" in table]
+    if not known:
+        problems.append(f"no column pair <mod>_image, <mod>_mask for the run's modalities ({', '.join(modalities)})")
+    if problems:
+        raise ManifestError(problems)
+    ids = table["patient_id"]
+    problems += [f"patient {pid}: duplicate patient_id" for pid in ids[ids.duplicated()]]
+    problems += [f"patient {row['patient_id']}: {m}_image and {m}_mask must both be given or both be empty"
+                 for _, row in table.iterrows() for m in known if bool(row[f"{m}_image"]) != bool(row[f"{m}_mask"])]
+    if problems:
+        raise ManifestError(problems)
+    patients: dict[str, dict[str, CaseFiles]] = {pid: {} for pid in table["patient_id"]}
+    for modality in known:
+        for case in manifest.cases(modality):
+            patients[case["patient_id"]][modality] = CaseFiles(Path(case["image"]), tuple(map(Path, case["mask"])))
+    return patients
+
+
+def predict_manifest(predictor: Predictor, manifest_path: str | Path, model: str | None = None,
+                     progress: bool = True) -> pd.DataFrame:
+    """One row per patient and model: ``model`` only (every patient must have its modalities), or every
+    model each patient's modalities allow."""
+    patients = new_patients(manifest_path, predictor.folder.modalities)
+    if model is not None:  # every patient must fit the model: fail before computing anything
+        served = predictor.folder.model(model)
+        for patient_id, files in patients.items():
+            predictor.usable_modalities(served, list(files), patient_id)
+    rows = []
+    for patient_id, files in tqdm(patients.items(), desc="predict", unit="patient", disable=not progress):
+        predictions = predictor.predict(files, None if model is None else [model], patient_id)
+        if not predictions:
+            log.warning("patient %s: no model can use its modalities (%s)", patient_id, ", ".join(files) or "none")
+        rows += [prediction.row(patient_id) for prediction in predictions]
+    return pd.DataFrame(rows, columns=PREDICTION_COLUMNS)

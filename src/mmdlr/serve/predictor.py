@@ -1,0 +1,214 @@
+"""The one prediction code path of `mmdlr predict` and `mmdlr serve`: one patient's files -> saved models.
+
+Per modality the image and masks are loaded, checked and cropped by the ROI cache's own code into a
+private temporary folder, radiomics are extracted from that ROI exactly as the run did, and deep
+features come from the modality's trained CNN with the bundle's inference preprocessing. Only the
+feature families the requested models read are computed.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mmdlr.analysis.features import block_name
+from mmdlr.errors import CaseError, find_case_error
+from mmdlr.fuse.late import LateFusion
+from mmdlr.io.manifest import LABEL_NAMES
+from mmdlr.radiomics.extract import DEFAULT_PARAMS, extract_roi
+from mmdlr.roi.cache import crop_case
+from mmdlr.serve.deep import ModalityNetwork
+from mmdlr.serve.run_folder import RunFolder, ServedModel
+
+SEPARATOR = "+"
+
+
+class MissingModalityError(CaseError):
+    """A model (or a Grad-CAM request) needs a modality the patient's files do not include."""
+
+    def __init__(self, message: str, missing: list[str], patient_id: str | None = None):
+        self.missing = missing
+        super().__init__(message, patient_id)
+
+
+def _pair(modality: str) -> str:
+    return f"{modality}_image and {modality}_mask"
+
+
+@dataclass(frozen=True)
+class CaseFiles:
+    """One modality of one patient: the image (a file or a DICOM series folder) and its mask files."""
+
+    image: Path
+    masks: tuple[Path, ...]
+
+
+@dataclass
+class ModalityFeatures:
+    """What was computed for one modality: the ROI record, feature values per family, the CNN's output."""
+
+    roi: dict
+    features: dict[str, dict[str, float]] = field(default_factory=dict)
+    cnn_probability: float | None = None
+
+
+@dataclass
+class Prediction:
+    """One model's answer for one patient."""
+
+    model: str
+    probability: float
+    threshold: float
+    modalities_used: list[str]
+    per_modality: dict[str, dict]
+
+    @property
+    def label(self) -> int:
+        return int(self.probability >= self.threshold)
+
+    @property
+    def label_name(self) -> str:
+        return LABEL_NAMES[self.label]
+
+    def row(self, patient_id: str) -> dict:
+        """The `mmdlr predict` CSV row."""
+        return {"patient_id": patient_id, "model": self.model, "probability": self.probability,
+                "label_predicted": self.label_name, "modalities_used": SEPARATOR.join(self.modalities_used)}
+
+
+@contextmanager
+def case_errors() -> Iterator[None]:
+    """Re-raise the CaseError behind a transform failure (MONAI's Compose wraps it in a RuntimeError)."""
+    try:
+        yield
+    except CaseError:
+        raise
+    except Exception as error:
+        cause = find_case_error(error)
+        if cause is None:
+            raise
+        raise cause from error
+
+
+class Predictor:
+    """Loads a finished run once; predicts any number of patients, from any number of threads."""
+
+    def __init__(self, folder: RunFolder):
+        self.folder = folder
+        config = folder.config
+        self.radiomics_params = {dim: Path(getattr(config.radiomics, f"params_{dim}") or DEFAULT_PARAMS[dim])
+                                 for dim in ("2d", "3d")}
+        torch_lock = threading.Lock()  # torch calls share one network per modality
+        cnn_modalities = {modality for model in folder.models.values() for modality in model.cnn_modalities}
+        self.networks = {modality: ModalityNetwork(config, folder.deep_dir, modality, torch_lock)
+                         for modality in folder.modalities if modality in cnn_modalities}
+
+    @classmethod
+    def from_run_dir(cls, run_dir: str | Path) -> "Predictor":
+        return cls(RunFolder.open(run_dir))
+
+    @property
+    def models(self) -> dict[str, ServedModel]:
+        return self.folder.models
+
+    def usable_modalities(self, model: ServedModel, available: Sequence[str],
+                          patient_id: str | None = None) -> list[str]:
+        """The model's modalities among ``available``; raise MissingModalityError if it cannot answer."""
+        used = [modality for modality in model.modalities if modality in available]
+        missing = [modality for modality in model.modalities if modality not in available]
+        if missing and model.needs_every_modality:
+            raise MissingModalityError(f"model {model.name} needs modality {', '.join(missing)} (files "
+                                       f"{'; '.join(map(_pair, missing))}), which is missing", missing, patient_id)
+        if not used:
+            raise MissingModalityError(f"model {model.name} needs at least one of its modalities "
+                                       f"{', '.join(model.modalities)}; none was given", missing, patient_id)
+        return used
+
+    def predict(self, files: Mapping[str, CaseFiles], models: Sequence[str] | None = None,
+                patient_id: str | None = None) -> list[Prediction]:
+        """Predictions of the named models (all must be usable), or of every model the files allow.
+
+        ``patient_id`` names the patient in errors.
+        """
+        unknown = sorted(set(files) - set(self.folder.modalities))
+        if unknown:
+            raise ValueError(f"modality {', '.join(unknown)} unknown to this run ({', '.join(self.folder.modalities)})")
+        if models is None:
+            chosen = []
+            for model in self.models.values():
+                try:
+                    chosen.append((model, self.usable_modalities(model, list(files), patient_id)))
+                except MissingModalityError:
+                    continue
+        else:
+            chosen = [(model, self.usable_modalities(model, list(files), patient_id))
+                      for model in map(self.folder.model, models)]
+        families: dict[str, set[str]] = {}
+        for model, used in chosen:
+            for modality in used:
+                families.setdefault(modality, set()).update(model.families(modality))
+        with tempfile.TemporaryDirectory(prefix="mmdlr-predict-") as work:
+            computed = {modality: self._modality_features(modality, files[modality], needed, Path(work), patient_id)
+                        for modality, needed in families.items()}
+        tables = {block_name(family, modality): pd.DataFrame([{"patient_id": patient_id, **values}])
+                  for modality, result in computed.items() for family, values in result.features.items()}
+        return [self._apply(model, used, tables, computed) for model, used in chosen]
+
+    def _modality_features(self, modality: str, files: CaseFiles, families: set[str], work: Path,
+                           patient_id: str | None) -> ModalityFeatures:
+        case = {"patient_id": patient_id, "modality": modality, "label": None, "split": "", "group": "",
+                "image": str(files.image), "mask": [str(path) for path in files.masks]}
+        with case_errors():
+            roi_dir = Path(crop_case(case, work / "roi", self.folder.config.roi)["roi_dir"])
+        record = json.loads((roi_dir / "roi.json").read_text())
+        result = ModalityFeatures(roi={key: record[key] for key in ("roi_shape", "roi_box", "slice_index")})
+        if "radiomics" in families:
+            use_volume = self.folder.config.radiomics.dimension == "3d" and record["ndim"] == 3
+            result.features["radiomics"] = extract_roi(roi_dir, self.radiomics_params["3d" if use_volume else "2d"],
+                                                       use_volume)
+        if "deep" in families:
+            network = self.networks[modality]
+            with case_errors():
+                item = network.prepare(files.image, list(files.masks), patient_id)
+            result.features["deep"], result.cnn_probability = network.features(item)
+        return result
+
+    def _apply(self, model: ServedModel, used: list[str], tables: dict[str, pd.DataFrame],
+               computed: dict[str, ModalityFeatures]) -> Prediction:
+        features = model.bundle.features_from_tables(tables)
+        probability = float(model.bundle.predict_proba(features)[0])
+        per_modality = {}
+        for modality in used:
+            summary = dict(computed[modality].roi)
+            if "deep" in model.families(modality):
+                summary["cnn_probability"] = computed[modality].cnn_probability
+            per_modality[modality] = summary
+        if isinstance(model.bundle.model, LateFusion):
+            base = model.bundle.model.base_probabilities(features).iloc[0]
+            for name, value in base.dropna().items():
+                per_modality[model.bundle.blocks[name].modality].setdefault("base_probabilities", {})[name] = \
+                    float(value)
+        return Prediction(model.name, probability, float(model.bundle.threshold), used, per_modality)
+
+    def explain(self, model_name: str, modality: str, files: Mapping[str, CaseFiles],
+                patient_id: str | None = None) -> np.ndarray:
+        """Grad-CAM overlay (RGB uint8) of the CNN behind ``model_name``'s deep features of ``modality``."""
+        model = self.folder.model(model_name)
+        if modality not in model.cnn_modalities:
+            raise ValueError(f"model {model_name} reads no deep features of modality {modality}; Grad-CAM "
+                             f"explains the CNN of {', '.join(model.cnn_modalities) or 'no modality of it'}")
+        if modality not in files:
+            raise MissingModalityError(f"Grad-CAM of modality {modality} needs files {_pair(modality)}",
+                                       [modality], patient_id)
+        network = self.networks[modality]
+        with case_errors():
+            item = network.prepare(files[modality].image, list(files[modality].masks), patient_id)
+        return network.gradcam_overlay(item)

@@ -1,0 +1,31 @@
+"""Building Predictor inputs and upload parts from the finished run's cohort manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from mmdlr.serve import CaseFiles
+
+MODALITIES = ("us", "mg", "mr")
+TOKEN = "test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def read_cohort(run_dir: Path) -> pd.DataFrame:
+    return pd.read_csv(run_dir / "manifest.csv", dtype=str, keep_default_na=False)
+
+
+def present(row: pd.Series) -> list[str]:
+    return [modality for modality in MODALITIES if row[f"{modality}_image"]]
+
+
+def case_files(row: pd.Series, modalities=None) -> dict[str, CaseFiles]:
+    return {m: CaseFiles(Path(row[f"{m}_image"]), (Path(row[f"{m}_mask"]),)) for m in modalities or present(row)}
+
+
+def upload_parts(row: pd.Series, modalities=None) -> list[tuple[str, tuple[str, bytes]]]:
+    """Multipart ``files`` for httpx: (field, (client file name, content)) for each image and mask."""
+    return [(f"{m}_{kind}", (Path(row[f"{m}_{kind}"]).name, Path(row[f"{m}_{kind}"]).read_bytes()))
+            for m in modalities or present(row) for kind in ("image", "mask")]

@@ -1,0 +1,97 @@
+"""A real `mmdlr serve` (uvicorn subprocess on a free loopback port): token, 200 concurrent requests whose
+answers equal `mmdlr predict`, and stable memory."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pandas as pd
+import psutil
+import pytest
+
+from .cases import AUTH, TOKEN, upload_parts
+
+HOST = "127.0.0.1"
+REQUESTS, CLIENTS, BATCH = 200, 8, 50
+MODELS = ("deep_us", "radiomics_us")
+# Measured growth after the first 50 requests is a few MB (allocator arenas of the worker threads settle
+# during the first batch); a leak of the uploads or the feature arrays would add several MB per request.
+MAX_RSS_GROWTH = 150 * 2**20
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(run_dir, tmp_path_factory):
+    """(base URL, server process id) of `mmdlr serve` with a token; stopped after the module."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen([sys.executable, "-m", "mmdlr.cli.main", "-q", "serve", "--model-dir", str(run_dir),
+                                    "--host", HOST, "--port", str(port), "--token", TOKEN, "--max-concurrent", "4"],
+                                   stdout=output, stderr=subprocess.STDOUT)
+    url = f"http://{HOST}:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, f"server exited:\n{log.read_text()}"
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, f"server did not start:\n{log.read_text()}"
+                time.sleep(0.5)
+        yield url, process.pid
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_token_is_required_except_for_health(server):
+    url, _ = server
+    assert httpx.get(f"{url}/health").status_code == 200
+    assert httpx.get(f"{url}/info/").status_code == 401
+    assert httpx.post(f"{url}/infer/deep_us").status_code == 401
+    assert httpx.get(f"{url}/info/", headers=AUTH).json()["models"]["deep_us"]["modalities"] == ["us"]
+
+
+def test_concurrent_requests_match_predict_and_memory_stays_flat(server, new_manifest, predict_csv):
+    url, pid = server
+    patients = pd.read_csv(new_manifest, dtype=str, keep_default_na=False)
+    patients = patients[patients["us_image"] != ""]
+    parts = {row["patient_id"]: upload_parts(row, ["us"]) for _, row in patients.iterrows()}
+    jobs = [(patients["patient_id"].iloc[i % len(patients)], MODELS[i % len(MODELS)]) for i in range(REQUESTS)]
+    expected = predict_csv.set_index(["patient_id", "model"])["probability"]
+    server_process = psutil.Process(pid)
+
+    with httpx.Client(base_url=url, headers=AUTH, timeout=300) as http, ThreadPoolExecutor(CLIENTS) as pool:
+        def call(job):
+            patient_id, model = job
+            response = http.post(f"/infer/{model}", files=parts[patient_id])
+            return patient_id, model, response.status_code, response.json()
+
+        answers, rss = [], []
+        for start in range(0, REQUESTS, BATCH):
+            answers += pool.map(call, jobs[start:start + BATCH])
+            rss.append(server_process.memory_info().rss)
+
+    assert [status for _, _, status, _ in answers] == [200] * REQUESTS
+    for patient_id, model, _, body in answers:
+        assert body["probability_malignant"] == expected[(patient_id, model)], (patient_id, model)
+    growth = rss[-1] - rss[0]
+    print(f"server RSS after each {BATCH} requests (MB): {[round(r / 2**20) for r in rss]}; "
+          f"growth {growth / 2**20:.1f} MB")
+    assert growth < MAX_RSS_GROWTH
