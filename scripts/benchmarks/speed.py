@@ -1,0 +1,447 @@
+#!/usr/bin/env python
+"""Speed benchmarks of mmdlr on this machine (CPU), through the package's public API and CLI.
+
+Parts (``--parts``, default all, in this order; ``e2e`` is meant to run last):
+
+``matmul``     achievable float32 GFLOP/s of a large ``torch.matmul``; the ResNet-50 images/s limit it implies
+               (FLOPs of one 224x224 image counted with ``torch.utils.flop_counter``, and the 4.1 figure).
+``deep``       deep-feature images/s: the bundle's ``inference.json`` end to end (``run_bundle_config``, the
+               call of ``mmdlr run``), its preprocessing alone, ``mmdlr.deep.extract_features`` (the bundle's
+               forward pass) and a plain PyTorch eval loop over the same preprocessed ROIs; then variants of
+               the plain loop: ``torch.inference_mode``, channels-last, ``torch.set_num_threads``, batch
+               size, bf16 autocast (with the max abs difference of the features from float32).
+``head``       head training: cached features (``mmdlr.deep.FeatureDataset``, the bundle's frozen mode) vs
+               the literal frozen forward pass of every image in every epoch; measured for a few epochs,
+               extrapolated to 200.
+``radiomics``  ``mmdlr.radiomics.extract.extract_cohort`` ROIs/s with ``n_jobs=1`` and ``n_jobs=2``, each on
+               freshly cropped ROIs (``mmdlr crop``) so no feature cache is reused.
+``e2e``        ``mmdlr demo-data DIR --patients 322`` then ``mmdlr run --config configs/paper.yaml --set
+               deep.backbone=efficientnet_lite0`` under ``/usr/bin/time -v``, with psutil polling of the
+               whole process tree: wall time per stage (``RUN/stages/*.json``), total, peak memory.
+
+ROIs are BUSI images (``--busi``, read in place) through ``mmdlr import-busi``. Prints each table and writes
+``docs/benchmarks/speed.csv`` (benchmark, variant, value, unit). Timings on a shared machine are noisy: compare
+ratios measured within one run, and note the load (``load_1min`` rows).
+
+    .venv/bin/python scripts/benchmarks/speed.py                        # everything (see docs/benchmarks.md)
+    .venv/bin/python scripts/benchmarks/speed.py --quick                # smoke run (~2 min idle, longer under load)
+    .venv/bin/python scripts/benchmarks/speed.py --parts e2e --csv ...  # one part
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[2]
+PARTS = ("matmul", "deep", "head", "radiomics", "e2e")
+RESNET50_GFLOP_NOMINAL = 4.1  # the usual figure; it counts multiply-accumulates
+ROWS: list[dict] = []
+
+
+def record(benchmark: str, variant: str, value: float, unit: str) -> None:
+    ROWS.append({"benchmark": benchmark, "variant": variant, "value": value, "unit": unit})
+    print(f"  {benchmark:<12} {variant:<58} {value:>12.4g} {unit}", flush=True)
+
+
+def load() -> float:
+    return os.getloadavg()[0]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smoke run (small sizes, ~2 minutes)")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma list of {PARTS}")
+    parser.add_argument("--busi", type=Path, default=Path("/work/shared/data/busi"))
+    parser.add_argument("--work", type=Path, default=Path("/tmp/mmdlr-bench/speed"))
+    parser.add_argument("--csv", type=Path, default=REPO / "docs/benchmarks/speed.csv")
+    parser.add_argument("--images", type=int, default=96, help="ROIs for the deep and head parts")
+    parser.add_argument("--radiomics-rois", type=int, default=120, help="ROIs for the radiomics part")
+    parser.add_argument("--backbone", default="resnet50", help="backbone of the deep and head parts")
+    parser.add_argument("--repeats", type=int, default=2, help="timing repeats per deep variant (best is kept)")
+    parser.add_argument("--e2e-patients", type=int, default=322)
+    parser.add_argument("--e2e-set", action="append", default=[],
+                        help="extra --set for the end-to-end mmdlr run (repeatable)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.images, args.radiomics_rois, args.repeats, args.e2e_patients = 8, 12, 1, 40
+        args.e2e_set = ["deep.max_epochs=3", "classifiers=[lr]", "bootstrap.n=200"] + args.e2e_set
+    return args
+
+
+def busi_manifest(args, rows: int, name: str) -> Path:
+    """The first ``rows`` images of ``mmdlr import-busi`` (duplicates removed), both classes interleaved."""
+    args.work.mkdir(parents=True, exist_ok=True)
+    full = args.work / "busi.csv"
+    if not full.is_file():
+        subprocess.run([sys.executable, "-m", "mmdlr.cli.main", "-q", "import-busi", str(args.busi), str(full)],
+                       check=True)
+    table = pd.read_csv(full, dtype=str, keep_default_na=False)
+    parts = [part.reset_index(drop=True) for _, part in table.groupby("label")]
+    mixed = pd.concat(parts).sort_index(kind="stable").head(rows)  # benign_i, malignant_i, ...
+    path = args.work / f"{name}.csv"
+    mixed.to_csv(path, index=False)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ matmul
+
+def bench_matmul(args) -> float:
+    import torch
+
+    n = 1024 if args.quick else 4096
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.matmul(a, b)
+    best = 0.0
+    for _ in range(3 if args.quick else 5):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        best = max(best, 2 * n ** 3 / (time.perf_counter() - start) / 1e9)
+    record("matmul", f"float32 {n}x{n}, {torch.get_num_threads()} threads, best of runs", best, "GFLOP/s")
+    flop = resnet50_flop()
+    record("matmul", "ResNet-50 forward FLOP per 224x224 image (flop_counter, 2 per MAC)", flop / 1e9, "GFLOP")
+    record("matmul", f"images/s limit = GFLOP/s / {RESNET50_GFLOP_NOMINAL} (brief's formula)",
+           best / RESNET50_GFLOP_NOMINAL, "images/s")
+    record("matmul", "images/s limit = GFLOP/s / counted FLOP", best / (flop / 1e9), "images/s")
+    return best
+
+
+def resnet50_flop() -> float:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mmdlr.deep import DeepClassifier
+
+    network = DeepClassifier("resnet50").eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        network.features(torch.zeros(1, 3, 224, 224))
+    return float(counter.get_total_flops())
+
+
+# ------------------------------------------------------------------------------------------ deep
+
+def bundle_dataset(manifest: Path, backbone: str):
+    """The bundle's own inference dataset (``inference.json``'s ``dataset``: load, crop, scale, resize)."""
+    from monai.bundle import ConfigParser
+
+    from mmdlr.pipeline.bundle import CONFIGS
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.json"))
+    parser.update({"manifest": str(manifest), "modality": "us", "backbone": backbone})
+    return parser.get_parsed_content("dataset")
+
+
+def timed(function, repeats: int) -> tuple[float, object]:
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = function()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def plain_loop(network, images, batch_size: int, inference_mode=False, channels_last=False, bf16=False):
+    """The plain PyTorch eval loop: ``network.features`` batch by batch over a preprocessed tensor."""
+    import torch
+
+    context = torch.inference_mode if inference_mode else torch.no_grad
+    outputs = []
+    with context():
+        for start in range(0, len(images), batch_size):
+            batch = images[start:start + batch_size]
+            if channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            if bf16:
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    outputs.append(network.features(batch).float())
+            else:
+                outputs.append(network.features(batch))
+    return torch.cat(outputs)
+
+
+def bench_deep(args) -> None:
+    import torch
+
+    from mmdlr.deep import DeepClassifier, extract_features
+    from mmdlr.pipeline.bundle import run_bundle_config
+
+    manifest = busi_manifest(args, args.images, f"busi_first{args.images}")
+    n = args.images
+    threads = torch.get_num_threads()
+    record("deep", f"load_1min at start ({n} ROIs, {args.backbone}, {threads} torch threads)", load(), "load")
+    # a checkpoint for inference.json (whole-network state dict, as train.json writes it)
+    out = args.work / f"bundle_{args.backbone}"
+    checkpoint = out / "models" / "us" / "model.pt"
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    network = DeepClassifier(args.backbone).eval()
+    torch.save(network.state_dict(), checkpoint)
+
+    def bundle(num_workers: int, torch_threads: int):
+        torch.set_num_threads(torch_threads)
+        try:
+            run_bundle_config("inference", manifest=str(manifest), modality="us", output_dir=str(out),
+                              backbone=args.backbone, output_path=str(out / "deep_us.csv"), num_workers=num_workers)
+        finally:
+            torch.set_num_threads(threads)
+
+    bundle_variants = [("bundle inference.json end to end (as shipped: num_workers 0), batch 32", (0, threads)),
+                       ("bundle inference.json end to end, --num_workers 2", (2, threads)),
+                       ("bundle inference.json end to end, torch.set_num_threads(1)", (0, 1))]
+    if args.quick:
+        bundle_variants = bundle_variants[:2]
+    best = {name: float("inf") for name, _ in bundle_variants}
+    for _ in range(1 if args.quick else 2):  # interleaved rounds, best kept: the load drifts
+        for name, options in bundle_variants:
+            best[name] = min(best[name], timed(lambda: bundle(*options), 1)[0])
+    for name, _ in bundle_variants:
+        record("deep", name, n / best[name], "images/s")
+
+    dataset = bundle_dataset(manifest, args.backbone)
+    dataset[0]
+    for count in sorted({threads, 1}, reverse=True):
+        torch.set_num_threads(count)
+        seconds, items = timed(lambda: [dataset[i] for i in range(len(dataset))], 1)
+        record("deep", f"bundle preprocessing only (load, crop, scale, resize, normalise), {count} torch threads",
+               n / seconds, "images/s")
+    torch.set_num_threads(threads)
+    images = torch.stack([item["image"] for item in items])
+    dataset_items = [{"image": item["image"], **{k: item[k] for k in ("patient_id", "label", "split", "group")}}
+                     for item in items]
+    reference = torch.from_numpy(extract_features(network, dataset_items, 32).features)
+    scale = reference.abs().max().item()
+
+    channels_last_network = DeepClassifier(args.backbone).eval()
+    channels_last_network.load_state_dict(network.state_dict())
+    channels_last_network = channels_last_network.to(memory_format=torch.channels_last)
+
+    def one_thread(function):
+        def run():
+            torch.set_num_threads(1)
+            try:
+                return function()
+            finally:
+                torch.set_num_threads(threads)
+        return run
+
+    variants = {
+        "mmdlr.deep.extract_features (bundle forward path), batch 32":
+            lambda: torch.from_numpy(extract_features(network, dataset_items, 32).features),
+        "plain loop, no_grad, batch 32": lambda: plain_loop(network, images, 32),
+        "plain loop, inference_mode, batch 32": lambda: plain_loop(network, images, 32, inference_mode=True),
+        "plain loop, channels_last (weights and input), batch 32":
+            lambda: plain_loop(channels_last_network, images, 32, channels_last=True),
+        "plain loop, channels_last input only, batch 32": lambda: plain_loop(network, images, 32, channels_last=True),
+        "plain loop, batch 8": lambda: plain_loop(network, images, 8),
+        "plain loop, batch 64": lambda: plain_loop(network, images, 64),
+        "plain loop, bf16 autocast, batch 32": lambda: plain_loop(network, images, 32, bf16=True),
+        "plain loop, bf16 autocast + channels_last, batch 32":
+            lambda: plain_loop(channels_last_network, images, 32, channels_last=True, bf16=True),
+        "plain loop, batch 32, torch.set_num_threads(1)": one_thread(lambda: plain_loop(network, images, 32)),
+        "plain loop, channels_last, batch 32, torch.set_num_threads(1)":
+            one_thread(lambda: plain_loop(channels_last_network, images, 32, channels_last=True)),
+    }
+    if args.quick:
+        variants = {name: variants[name] for name in list(variants)[:2] + list(variants)[3:4] + list(variants)[7:8]}
+    best, diffs = {name: float("inf") for name in variants}, {}
+    for _ in range(args.repeats):  # interleaved rounds, best kept
+        for name, function in variants.items():
+            seconds, features = timed(function, 1)
+            best[name] = min(best[name], seconds)
+            diffs[name] = (features - reference).abs().max().item()
+    for name in variants:
+        record("deep", name, n / best[name], "images/s")
+        record("deep", f"{name}: max abs diff of features vs float32 (feature max {scale:.3g})", diffs[name], "abs")
+    record("deep", "load_1min at end", load(), "load")
+
+
+# ------------------------------------------------------------------------------------------ head
+
+def bench_head(args, epochs_measured: int) -> None:
+    import torch
+    from monai.data import DataLoader
+    from torch import nn
+
+    from mmdlr.deep import DeepClassifier, FeatureDataset
+
+    manifest = busi_manifest(args, args.images, f"busi_first{args.images}")
+    dataset = bundle_dataset(manifest, args.backbone)
+    items = [dataset[i] for i in range(len(dataset))]
+    n = len(items)
+    record("head", f"load_1min at start ({n} ROIs, {args.backbone})", load(), "load")
+    torch.manual_seed(0)
+    network = DeepClassifier(args.backbone)  # frozen backbone, trainable head (the bundle's frozen mode)
+    loss_function = nn.CrossEntropyLoss()
+
+    def epoch(loader, forward):
+        optimizer = torch.optim.SGD(network.head.parameters(), lr=0.001)
+        for batch in loader:
+            optimizer.zero_grad()
+            loss = loss_function(forward(batch["image"]), torch.as_tensor(batch["label"]))
+            loss.backward()
+            optimizer.step()
+
+    network.train()
+    start = time.perf_counter()
+    cached = FeatureDataset(network, items, batch_size=32)
+    cache_seconds = time.perf_counter() - start
+    head_loader = DataLoader(cached, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
+    head_epochs = 20
+    start = time.perf_counter()
+    for _ in range(head_epochs):
+        epoch(head_loader, network.head)
+    head_epoch = (time.perf_counter() - start) / head_epochs
+
+    image_loader = DataLoader(items, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
+    start = time.perf_counter()
+    for _ in range(epochs_measured):
+        epoch(image_loader, network)  # backbone frozen: no gradients there, but a full forward every epoch
+    literal_epoch = (time.perf_counter() - start) / epochs_measured
+
+    record("head", "cached: feature caching (one frozen forward pass)", cache_seconds, "s")
+    record("head", f"cached: one head epoch (mean of {head_epochs})", head_epoch, "s")
+    record("head", f"literal: one epoch with frozen forward pass (mean of {epochs_measured})", literal_epoch, "s")
+    for epochs in (epochs_measured, 200):
+        cached_total = cache_seconds + epochs * head_epoch
+        literal_total = epochs * literal_epoch
+        tag = "measured epochs" if epochs == epochs_measured else "extrapolated"
+        record("head", f"{epochs} epochs cached ({tag})", cached_total, "s")
+        record("head", f"{epochs} epochs literal ({tag})", literal_total, "s")
+        record("head", f"{epochs} epochs speed-up literal / cached ({tag})", literal_total / cached_total, "x")
+
+
+# ------------------------------------------------------------------------------------------ radiomics
+
+def bench_radiomics(args) -> None:
+    from mmdlr.radiomics.extract import extract_cohort
+
+    manifest = busi_manifest(args, args.radiomics_rois, f"busi_first{args.radiomics_rois}")
+    record("radiomics", "load_1min at start", load(), "load")
+    for n_jobs in (1, 2):
+        out = args.work / f"radiomics_jobs{n_jobs}"
+        shutil.rmtree(out, ignore_errors=True)  # fresh ROI folder: no cached features
+        subprocess.run([sys.executable, "-m", "mmdlr.cli.main", "-q", "crop", str(manifest), "--out", str(out)],
+                       check=True)
+        index = pd.read_csv(out / "roi" / "roi_index.csv", dtype={"patient_id": str, "group": str, "split": str},
+                            keep_default_na=False)
+        start = time.perf_counter()
+        extract_cohort(index, out, "2d", n_jobs=n_jobs, progress=False)
+        seconds = time.perf_counter() - start
+        record("radiomics", f"extract_cohort 2D, n_jobs={n_jobs}, fresh cache ({len(index)} ROIs)",
+               len(index) / seconds, "ROIs/s")
+        start = time.perf_counter()
+        extract_cohort(index, out, "2d", n_jobs=n_jobs, progress=False)
+        record("radiomics", f"extract_cohort 2D, n_jobs={n_jobs}, cached rerun",
+               len(index) / (time.perf_counter() - start), "ROIs/s")
+    record("radiomics", "load_1min at end", load(), "load")
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+def _tree_rss(process) -> tuple[int, int]:
+    import psutil
+
+    total, largest = 0, 0
+    for member in [process, *process.children(recursive=True)]:
+        try:
+            rss = member.memory_info().rss
+        except psutil.Error:
+            continue
+        total, largest = total + rss, max(largest, rss)
+    return total, largest
+
+
+def bench_e2e(args) -> None:
+    import psutil
+
+    cohort, run = args.work / f"e2e_cohort_{args.e2e_patients}", args.work / f"e2e_run_{args.e2e_patients}"
+    mmdlr = [sys.executable, "-m", "mmdlr.cli.main", "-q"]
+    if not (cohort / "manifest.csv").is_file():
+        subprocess.run([*mmdlr, "demo-data", str(cohort), "--patients", str(args.e2e_patients)], check=True)
+    shutil.rmtree(run, ignore_errors=True)
+    sets = ["deep.backbone=efficientnet_lite0", *args.e2e_set]
+    command = ["/usr/bin/time", "-v", *mmdlr, "run", "--manifest", str(cohort / "manifest.csv"),
+               "--config", str(REPO / "configs/paper.yaml"), "--out", str(run)]
+    for item in sets:
+        command += ["--set", item]
+    record("e2e", f"load_1min at start ({args.e2e_patients} patients; --set {' '.join(sets)})", load(), "load")
+    print("  $", " ".join(command), flush=True)
+    peak_total, peak_largest, loads = 0, 0, []
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    watched = psutil.Process(process.pid)
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(process.stdout), daemon=True)
+    reader.start()
+    while process.poll() is None:
+        total, largest = _tree_rss(watched)
+        peak_total, peak_largest = max(peak_total, total), max(peak_largest, largest)
+        loads.append(load())
+        time.sleep(0.5)
+    reader.join()
+    wall = time.perf_counter() - start
+    if process.returncode != 0:
+        print("".join(output[-60:]))
+        raise SystemExit(f"mmdlr run failed with exit status {process.returncode}")
+    max_rss_kb = next((int(line.split(":")[1]) for line in output if "Maximum resident set size" in line), 0)
+    for path in sorted((run / "stages").glob("*.json"), key=lambda p: json.loads(p.read_text()).get("seconds", 0)):
+        stage = json.loads(path.read_text())
+        record("e2e", f"stage {stage['name']}", stage["seconds"], "s")
+    record("e2e", "total wall time (mmdlr run, measured around the process)", wall, "s")
+    record("e2e", "peak RSS, whole process tree (psutil, 0.5 s polling)", peak_total / 2 ** 30, "GiB")
+    record("e2e", "peak RSS, largest single process (psutil)", peak_largest / 2 ** 30, "GiB")
+    record("e2e", "maximum resident set size (/usr/bin/time -v)", max_rss_kb / 2 ** 20, "GiB")
+    record("e2e", "load_1min mean during the run", float(np.mean(loads)) if loads else load(), "load")
+    record("e2e", "ran at (unix time)", time.time(), "s")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    parts = [part for part in args.parts.split(",") if part]
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise SystemExit(f"unknown part(s) {sorted(unknown)}; choose from {PARTS}")
+    import torch
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+          f"load {os.getloadavg()}", flush=True)
+    for part in PARTS:
+        if part not in parts:
+            continue
+        print(f"\n== {part}", flush=True)
+        started = time.perf_counter()
+        if part == "matmul":
+            bench_matmul(args)
+        elif part == "deep":
+            bench_deep(args)
+        elif part == "head":
+            bench_head(args, 1 if args.quick else 2)
+        elif part == "radiomics":
+            bench_radiomics(args)
+        else:
+            bench_e2e(args)
+        print(f"  ({part}: {time.perf_counter() - started:.0f} s)", flush=True)
+    frame = pd.DataFrame(ROWS, columns=["benchmark", "variant", "value", "unit"])
+    args.csv.parent.mkdir(parents=True, exist_ok=True)
+    if args.csv.is_file() and set(parts) != set(PARTS):  # a partial run replaces only its own benchmarks
+        old = pd.read_csv(args.csv)
+        frame = pd.concat([old[~old["benchmark"].isin(frame["benchmark"].unique())], frame], ignore_index=True)
+    frame.to_csv(args.csv, index=False, float_format="%.6g")
+    print(f"\nwrote {args.csv} ({len(frame)} rows)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
