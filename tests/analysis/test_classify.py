@@ -3,6 +3,9 @@
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from mmdlr.classify import (
@@ -79,3 +82,24 @@ def test_combined_steps_pca_108_clipped_to_fold(frame):
     search = model_search(combined_steps(list(X.columns), 108), {"lr": {}}).fit(X, y)
     assert search.best_estimator_.named_steps["pca"].n_components_ == X.shape[1]
     assert search.best_estimator_.named_steps["pca"].fit(X.to_numpy()[:20]).n_components_ == 19
+
+
+class CountingScaler(StandardScaler):
+    fits: list = []
+
+    def fit(self, X, y=None, sample_weight=None):
+        CountingScaler.fits.append(len(X))
+        return super().fit(X, y, sample_weight)
+
+
+def test_search_fits_preprocessing_once_per_inner_fold_with_unchanged_results(frame):
+    X, y = frame
+    grid = {"lr": {"C": [0.1, 1.0]}, "knn": {"n_neighbors": [3, 5]}}
+    CountingScaler.fits.clear()
+    search = model_search([("scale", CountingScaler())], grid, inner_folds=3).fit(X, y)
+    assert CountingScaler.fits == [53, 53, 54, 80]  # 3 inner training folds and the refit, not 4 x 3 + 1
+    plain = GridSearchCV(Pipeline([("scale", StandardScaler()), ("clf", make_classifier("lr"))]),
+                         search.param_grid, scoring=search.scoring, refit="auc", cv=search.cv).fit(X, y)
+    np.testing.assert_array_equal(search.cv_results_["mean_test_auc"], plain.cv_results_["mean_test_auc"])
+    np.testing.assert_array_equal(search.predict_proba(X), plain.predict_proba(X))
+    assert not search.estimator.memory._store  # emptied after fit: fitted models carry no cache

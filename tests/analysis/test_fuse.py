@@ -12,7 +12,7 @@ from sklearn.preprocessing import StandardScaler
 
 from mmdlr.classify import model_search
 from mmdlr.evaluate import StratifiedFoldsWithGroups
-from mmdlr.fuse import AccuracyWeightedEnsemble, StackingFusion, block_presence, fusion_subsets
+from mmdlr.fuse import AccuracyWeightedEnsemble, StackingFusion, block_presence, fit_base, fusion_subsets
 
 BLOCKS = {"us": ["us__a", "us__b"], "mr": ["mr__a", "mr__b"], "mg": ["mg__a", "mg__b"]}
 
@@ -132,3 +132,23 @@ def test_late_fusion_needs_dataframe_and_matching_blocks(data):
     with pytest.raises(ValueError, match="must match block names"):
         AccuracyWeightedEnsemble([("us", _search())], BLOCKS).fit(X, y)
     assert clone(StackingFusion([("us", _search())], {"us": BLOCKS["us"]}, meta_estimator=_search())).cv == 3
+
+
+def test_late_fusion_reuses_given_base_fits_and_checks_their_patients(data):
+    X, y = data
+    fresh = StackingFusion([(name, _search()) for name in BLOCKS], BLOCKS, meta_estimator=_search()).fit(X, y)
+    bases = {}
+    for name, columns in BLOCKS.items():
+        rows = X[columns].notna().any(axis=1).to_numpy()
+        bases[name] = fit_base(_search(), X.loc[rows, columns], y[rows], cv=StratifiedFoldsWithGroups(3, 0),
+                               out_of_fold=True)
+    reused = StackingFusion([(name, _search()) for name in BLOCKS], BLOCKS, meta_estimator=_search()).fit(
+        X, y, bases=bases)
+    pd.testing.assert_frame_equal(reused.meta_features_, fresh.meta_features_)
+    np.testing.assert_array_equal(reused.predict_proba(X), fresh.predict_proba(X))
+    assert all(reused.estimators_[name] is bases[name].estimator for name in BLOCKS)
+    ensemble = AccuracyWeightedEnsemble([(name, _search()) for name in BLOCKS], BLOCKS)
+    np.testing.assert_array_equal(ensemble.fit(X, y, bases=bases).predict_proba(X),
+                                  clone(ensemble).fit(X, y).predict_proba(X))
+    with pytest.raises(ValueError, match="other patients"):
+        clone(ensemble).fit(X.iloc[1:], y[1:], bases=bases)

@@ -128,6 +128,8 @@ def load_feature_set(directory: str | Path, modalities: Sequence[str] | None = N
         raise FileNotFoundError(f"none of the feature tables for modalities {modalities} exist in {directory}")
     labels, split, groups = _patient_meta(pd.concat(meta, ignore_index=True))
     frame = pd.concat(frames, axis=1).reindex(labels.index)
+    # one float block: row and column selections in the folds are then a single numpy take
+    frame = pd.DataFrame(frame.to_numpy(dtype=float), index=frame.index, columns=frame.columns)
     return FeatureSet(frame, blocks, labels, split, groups, modalities, absent)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pandas as pd
@@ -11,9 +12,10 @@ from sklearn.model_selection import cross_val_predict
 
 from mmdlr.analysis.config import AnalysisConfig
 from mmdlr.analysis.features import FeatureSet
-from mmdlr.analysis.grid import GridRow, build_model, describe_classifier, row_patients
+from mmdlr.analysis.grid import (ENSEMBLE, SINGLE, STACKING, GridRow, block_model, build_model, describe_classifier,
+                                 row_patients)
 from mmdlr.evaluate import Fold, StratifiedFoldsWithGroups, patient_groups, require_both_classes, youden_threshold
-from mmdlr.fuse import block_presence
+from mmdlr.fuse import BaseFit, block_presence, fit_base
 
 PREDICTION_COLUMNS = ["patient_id", "fold", "family", "method", "classifier", "probability", "label",
                       "threshold", "modalities_used"]
@@ -32,26 +34,58 @@ class FoldOutcome:
     model: object | None = None
 
 
-def fit_row(row: GridRow, fold: Fold | None, features: FeatureSet, config: AnalysisConfig,
-            keep_model: bool = False) -> FoldOutcome:
-    """Fit ``row``'s model on the fold's training patients and predict its test patients.
-
-    ``fold=None`` fits the final model on all of the row's patients (no predictions). The decision
-    threshold is 0.5, a fixed value, or Youden's J on out-of-fold training predictions; never the test set.
-    """
+def _training_data(row: GridRow, fold: Fold | None, features: FeatureSet, config: AnalysisConfig):
+    """Row patients, training patients, fold name, X_train (the row's columns), y_train and fit params."""
     patients = row_patients(row, features, config.fusion.missing)
     train = patients if fold is None else patients[patients.isin(fold.train)]
     fold_name = "all" if fold is None else fold.name
     y_train = features.labels.loc[train].to_numpy()
     require_both_classes(y_train, f"{row.family} / {row.method}, fold {fold_name}")
-    X_train = features.frame.loc[train]
+    columns = [column for block in features.block_columns(row.blocks).values() for column in block]
     fit_params = {"groups": patient_groups(features.groups).loc[train].to_numpy()} if features.has_groups else {}
+    return patients, train, fold_name, features.frame.loc[train, columns], y_train, fit_params
+
+
+def fit_block(name: str, fold: Fold | None, features: FeatureSet, config: AnalysisConfig,
+              out_of_fold: bool = False) -> BaseFit:
+    """Block ``name``'s model search fitted on the fold's training patients that have the block (``fold=None``:
+    all of them) and, with ``out_of_fold``, its inner-CV out-of-fold probabilities.
+
+    It is the model of the block's single-modality row and the block's base model in the ensemble and
+    stacking rows: :func:`fit_row` takes it as ``bases`` instead of fitting it again.
+    """
+    row = GridRow(features.blocks[name].family, name, SINGLE, (name,))
+    _, _, _, X_train, y_train, fit_params = _training_data(row, fold, features, config)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model = build_model(row, features, config).fit(X_train, y_train, **fit_params)
-        threshold = _threshold(row, features, config, X_train, y_train, fit_params)
+        return fit_base(block_model(name, features, config), X_train, y_train, fit_params.get("groups"),
+                        StratifiedFoldsWithGroups(config.inner_folds, config.seed), out_of_fold)
+
+
+def fit_row(row: GridRow, fold: Fold | None, features: FeatureSet, config: AnalysisConfig,
+            keep_model: bool = False, bases: Mapping[str, BaseFit] | None = None) -> FoldOutcome:
+    """Fit ``row``'s model on the fold's training patients and predict its test patients.
+
+    ``fold=None`` fits the final model on all of the row's patients (no predictions). The decision
+    threshold is 0.5, a fixed value, or Youden's J on out-of-fold training predictions; never the test set.
+    ``bases`` (block name -> :func:`fit_block` on the same fold) supplies the already fitted block models
+    of a single-modality, ensemble or stacking row.
+    """
+    patients, train, fold_name, X_train, y_train, fit_params = _training_data(row, fold, features, config)
+    base = bases[row.blocks[0]] if bases and row.kind == SINGLE else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if base is not None:
+            if base.patients != tuple(train):
+                raise ValueError(f"{row.family} / {row.method}: block model was fitted on other patients")
+            model = base.estimator
+        else:
+            late = {"bases": bases} if bases and row.kind in (ENSEMBLE, STACKING) else {}
+            model = build_model(row, features, config).fit(X_train, y_train, **fit_params, **late)
+        out_of_fold = None if base is None else base.out_of_fold
+        threshold = _threshold(row, features, config, X_train, y_train, fit_params, out_of_fold)
         test = pd.Index([]) if fold is None else patients[patients.isin(fold.test)]
-        probability = model.predict_proba(features.frame.loc[test])[:, 1] if len(test) else []
+        probability = model.predict_proba(features.frame.loc[test, X_train.columns])[:, 1] if len(test) else []
     classifier = describe_classifier(model)
     used = block_presence(features.frame.loc[test], features.block_columns(row.blocks))
     predictions = pd.DataFrame({
@@ -62,11 +96,14 @@ def fit_row(row: GridRow, fold: Fold | None, features: FeatureSet, config: Analy
     return FoldOutcome(row, fold_name, predictions, classifier, threshold, len(train), model if keep_model else None)
 
 
-def _threshold(row, features, config, X_train, y_train, fit_params) -> float:
+def _threshold(row, features, config, X_train, y_train, fit_params, out_of_fold=None) -> float:
+    """``out_of_fold``: the row model's inner-CV probabilities on X_train if already computed (a block fit)."""
     if config.threshold != "youden":
         return float(config.threshold)
-    out_of_fold = cross_val_predict(
-        build_model(row, features, config), X_train, y_train, groups=fit_params.get("groups"),
-        cv=StratifiedFoldsWithGroups(config.inner_folds, config.seed), method="predict_proba", params=fit_params,
-    )[:, 1]
+    if out_of_fold is None:
+        out_of_fold = cross_val_predict(
+            build_model(row, features, config), X_train, y_train, groups=fit_params.get("groups"),
+            cv=StratifiedFoldsWithGroups(config.inner_folds, config.seed), method="predict_proba",
+            params=fit_params,
+        )[:, 1]
     return youden_threshold(y_train, out_of_fold)

@@ -121,13 +121,17 @@ def _family_search(family: str, blocks: dict[str, list[str]], config: AnalysisCo
     return model_search(steps, config.classifiers, config.inner_folds, seed)
 
 
+def block_model(name: str, features: FeatureSet, config: AnalysisConfig):
+    """Unfitted model search of one block: a single-modality row's model and a late-fusion base model."""
+    return _family_search(features.blocks[name].family, features.block_columns([name]), config)
+
+
 def build_model(row: GridRow, features: FeatureSet, config: AnalysisConfig):
     """Unfitted estimator of a row: a model search (single, early, combined) or a late-fusion model."""
     blocks = features.block_columns(row.blocks)
     if row.kind in (SINGLE, EARLY, COMBINED):
         return _family_search(row.family, blocks, config)
-    bases = [(name, _family_search(features.blocks[name].family, {name: columns}, config))
-             for name, columns in blocks.items()]
+    bases = [(name, block_model(name, features, config)) for name in blocks]
     if row.kind == ENSEMBLE:
         return AccuracyWeightedEnsemble(bases, blocks, cv=config.inner_folds, random_state=config.seed)
     meta = model_search([("scale", StandardScaler())], config.classifiers, config.inner_folds, config.seed)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +18,9 @@ from mmdlr.analysis.bundle import ModelBundle, save_bundle
 from mmdlr.analysis.clinical import clinical_table
 from mmdlr.analysis.config import AnalysisConfig, ParallelConfig, load_config
 from mmdlr.analysis.features import FeatureSet, FeatureTableError, load_feature_set
-from mmdlr.analysis.fold import PREDICTION_COLUMNS, FoldOutcome, fit_row
-from mmdlr.analysis.grid import COMBINED, EARLY, SINGLE, TABLE_NAMES, SkippedRow, plan_rows
+from mmdlr.analysis.fold import PREDICTION_COLUMNS, FoldOutcome, fit_block, fit_row
+from mmdlr.analysis.grid import (COMBINED, EARLY, ENSEMBLE, SINGLE, STACKING, TABLE_NAMES, GridRow, SkippedRow,
+                                 plan_rows)
 from mmdlr.analysis.plots import plot_calibration, plot_roc
 from mmdlr.analysis.summary import (delong_comparison, holdout_row, markdown_table, nested_row, pooled_predictions,
                                     result_table)
@@ -53,14 +54,21 @@ def outer_folds(features: FeatureSet, config: AnalysisConfig) -> list[Fold]:
                           config.nested_cv.repeats, config.seed)
 
 
-def run_parallel(function: Callable, argument_lists: Sequence[tuple], parallel: ParallelConfig,
-                 description: str, progress: bool = True) -> list:
-    """``function(*arguments)`` for every argument tuple through joblib (loky, threading or dask)."""
+@contextmanager
+def parallel_backend(parallel: ParallelConfig) -> Iterator[None]:
+    """joblib's backend for :func:`run_parallel` (loky, threading, or dask with its client) while open."""
     client = dask_client(parallel.scheduler_address, parallel.n_jobs) if parallel.backend == "dask" else nullcontext()
     with client, parallel_config(backend=parallel.backend, n_jobs=parallel.n_jobs):
-        results = Parallel(return_as="generator_unordered")(
-            delayed(function)(*arguments) for arguments in argument_lists)
-        return list(tqdm(results, total=len(argument_lists), desc=description, disable=not progress))
+        yield
+
+
+def run_parallel(function: Callable, argument_lists: Sequence[tuple], description: str, progress: bool = True,
+                 ordered: bool = False) -> list:
+    """``function(*arguments)`` for every argument tuple on the active joblib backend (see
+    :func:`parallel_backend`); results in completion order, or in the order of ``argument_lists``."""
+    results = Parallel(return_as="generator" if ordered else "generator_unordered")(
+        delayed(function)(*arguments) for arguments in argument_lists)
+    return list(tqdm(results, total=len(argument_lists), desc=description, disable=not progress))
 
 
 def run_analysis(features_dir: str | Path, out_dir: str | Path, config: AnalysisConfig | str | Path | None = None,
@@ -83,12 +91,11 @@ def run_analysis(features_dir: str | Path, out_dir: str | Path, config: Analysis
         raise FeatureTableError(f"no analysis row can run on {features_dir}: "
                          + "; ".join(f"{r.family} / {r.method}: {r.reason}" for r in skipped))
     folds = outer_folds(features, config)
-    tasks = [(row, fold, features, config, config.save_models and config.protocol == "holdout")
-             for row in rows for fold in folds]
+    fits = [(fold, config.save_models and config.protocol == "holdout") for fold in folds]
     if config.save_models and config.protocol == "nested_cv":
-        tasks += [(row, None, features, config, True) for row in rows]
-    log.info("%s: %d rows x %d fold(s) = %d fits", config.protocol, len(rows), len(folds), len(tasks))
-    outcomes = run_parallel(fit_row, tasks, config.parallel, "analysis grid", progress)
+        fits.append((None, True))
+    log.info("%s: %d rows x %d fold(s) = %d fits", config.protocol, len(rows), len(folds), len(rows) * len(fits))
+    outcomes = _fit_grid(rows, fits, features, config, progress)
     fold_order = [fold.name for fold in folds] + ["all"]
     outcomes.sort(key=lambda outcome: (rows.index(outcome.row), fold_order.index(outcome.fold)))
 
@@ -110,6 +117,41 @@ def run_analysis(features_dir: str | Path, out_dir: str | Path, config: Analysis
         _write_clinical(Manifest.from_csv(manifest), folds, config, results_dir)
     log.info("results written to %s", results_dir)
     return AnalysisResult(results_dir, tables, predictions, skipped)
+
+
+def _call(function: Callable, *arguments):
+    return function(*arguments)
+
+
+def _fit_grid(rows: list[GridRow], fits: list[tuple[Fold | None, bool]], features: FeatureSet,
+              config: AnalysisConfig, progress: bool) -> list[FoldOutcome]:
+    """Every row on every (fold, keep model) in two parallel rounds.
+
+    Round 1 fits each block's model search once per fold (with its out-of-fold probabilities where a
+    stacking row or a Youden threshold needs them), beside the early-fusion and combined rows. Round 2
+    builds the single-modality, ensemble and stacking rows from those block models: the same models
+    they would fit themselves, on the same training patients, fitted once instead of once per row.
+    """
+    late_kinds = (SINGLE, ENSEMBLE, STACKING)
+    out_of_fold = {name for row in rows if row.kind == STACKING for name in row.blocks}
+    if config.threshold == "youden":
+        out_of_fold |= {row.blocks[0] for row in rows if row.kind == SINGLE}
+    blocks = list(dict.fromkeys(name for row in rows if row.kind in late_kinds for name in row.blocks))
+    block_tasks = [(fit_block, name, fold, features, config, name in out_of_fold)
+                   for fold, _ in fits for name in blocks]
+    row_tasks = [(fit_row, row, fold, features, config, keep)
+                 for row in rows if row.kind not in late_kinds for fold, keep in fits]
+    with parallel_backend(config.parallel):
+        results = run_parallel(_call, block_tasks + row_tasks, "analysis grid: models", progress, ordered=True)
+        block_fits = {(task[1], _fold_name(task[2])): fit for task, fit in zip(block_tasks, results)}
+        fusion_tasks = [(row, fold, features, config, keep,
+                         {name: block_fits[name, _fold_name(fold)] for name in row.blocks})
+                        for row in rows if row.kind in late_kinds for fold, keep in fits]
+        return results[len(block_tasks):] + run_parallel(fit_row, fusion_tasks, "analysis grid: fusion", progress)
+
+
+def _fold_name(fold: Fold | None) -> str:
+    return "all" if fold is None else fold.name
 
 
 def _write_tables(rows, predictions, pooled, config, results_dir) -> dict[str, pd.DataFrame]:

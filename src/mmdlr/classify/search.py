@@ -7,8 +7,25 @@ from collections.abc import Mapping, Sequence
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 
+from mmdlr.classify.cache import FitCache
 from mmdlr.classify.zoo import DISPLAY_NAMES, classifier_key, make_classifier
 from mmdlr.evaluate.splits import StratifiedFoldsWithGroups
+
+
+class PreprocessOnceSearchCV(GridSearchCV):
+    """:class:`~sklearn.model_selection.GridSearchCV` over a ``Pipeline(memory=FitCache())``.
+
+    Every candidate has the same pre-processing parameters (only ``clf`` and its hyper-parameters vary),
+    so the pre-processing steps are fitted once per inner training fold (and once for the refit) and
+    shared by all candidates; the result is identical to fitting them per candidate. The cache is
+    emptied when ``fit`` returns.
+    """
+
+    def fit(self, X, y=None, **params):
+        try:
+            return super().fit(X, y, **params)
+        finally:
+            self.estimator.memory.clear()
 
 
 def model_search(
@@ -16,12 +33,13 @@ def model_search(
     classifiers: Mapping[str, Mapping[str, list]],
     inner_folds: int = 3,
     random_state: int = 0,
-) -> GridSearchCV:
+) -> PreprocessOnceSearchCV:
     """Grid search over ``Pipeline(steps + [("clf", classifier)])`` for every classifier and its grid.
 
     The best candidate is chosen by inner-CV ROC AUC (refit on all training data); the inner-CV
     accuracy of every candidate is recorded as well (``cv_results_["mean_test_accuracy"]``). Pass
-    ``groups=`` to ``fit`` to keep patients of one group in the same inner fold.
+    ``groups=`` to ``fit`` to keep patients of one group in the same inner fold. The pre-processing
+    ``steps`` are fitted once per inner fold and shared by all candidates (:class:`PreprocessOnceSearchCV`).
     """
     if not classifiers:
         raise ValueError("model_search needs at least one classifier")
@@ -29,8 +47,8 @@ def model_search(
         {"clf": [make_classifier(name, random_state)], **{f"clf__{key}": list(values) for key, values in grid.items()}}
         for name, grid in classifiers.items()
     ]
-    pipeline = Pipeline([*steps, ("clf", candidates[0]["clf"][0])])
-    return GridSearchCV(
+    pipeline = Pipeline([*steps, ("clf", candidates[0]["clf"][0])], memory=FitCache())
+    return PreprocessOnceSearchCV(
         pipeline, candidates, scoring={"auc": "roc_auc", "accuracy": "accuracy"}, refit="auc",
         cv=StratifiedFoldsWithGroups(inner_folds, random_state=random_state), n_jobs=1,
     )

@@ -20,14 +20,14 @@ class AccuracyWeightedEnsemble(LateFusion):
     renormalised; :meth:`used_blocks` says which models contributed.
     """
 
-    def fit(self, X, y, groups=None):
+    def fit(self, X, y, groups=None, bases=None):
         X, y, groups = self._validate(X, y, groups)
         self.estimators_, accuracies = {}, {}
         for name, estimator in self.estimators:
-            X_block, y_block, fit_params, _ = self._block_data(X, y, groups, name)
-            fitted = clone(estimator).fit(X_block, y_block, **fit_params)
-            self.estimators_[name] = fitted
-            accuracies[name] = self._inner_accuracy(estimator, fitted, X_block, y_block, fit_params.get("groups"))
+            base, (X_block, y_block, fit_params, _) = self._base(name, estimator, X, y, groups, bases, False)
+            self.estimators_[name] = base.estimator
+            accuracies[name] = self._inner_accuracy(estimator, base.estimator, X_block, y_block,
+                                                    fit_params.get("groups"))
         self.accuracies_ = pd.Series(accuracies, dtype=float)
         self.weights_ = pd.Series(softmax(self.accuracies_.to_numpy()), index=self.accuracies_.index)
         self.classes_ = np.array([0, 1])

@@ -3,14 +3,41 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.model_selection import cross_val_predict
 from sklearn.utils.validation import check_is_fitted
 
 from mmdlr.evaluate.splits import StratifiedFoldsWithGroups, require_both_classes
 from mmdlr.fuse.blocks import block_presence
+
+
+@dataclass
+class BaseFit:
+    """A base model fitted on one block's training patients and, if asked for, its out-of-fold probabilities.
+
+    ``fit_base`` makes one; a late-fusion ``fit(..., bases={name: BaseFit})`` then uses it instead of
+    fitting that block again (the patients must be the ones it would fit on), so a block's model can be
+    shared by its single-modality row, the ensemble and stacking.
+    """
+
+    patients: tuple
+    estimator: object
+    out_of_fold: np.ndarray | None = None
+
+
+def fit_base(estimator, X_block: pd.DataFrame, y_block, groups=None, cv=None, out_of_fold: bool = False) -> BaseFit:
+    """Fit ``clone(estimator)`` on the block's patients; with ``out_of_fold``, also its ``cv``-fold
+    out-of-fold malignancy probabilities (``cross_val_predict``, grouped when ``groups`` is given)."""
+    fit_params = {} if groups is None else {"groups": groups}
+    probabilities = None
+    if out_of_fold:
+        probabilities = cross_val_predict(clone(estimator), X_block, y_block, groups=groups, cv=cv,
+                                          method="predict_proba", params=fit_params)[:, 1]
+    return BaseFit(tuple(X_block.index), clone(estimator).fit(X_block, y_block, **fit_params), probabilities)
 
 
 class LateFusion(ClassifierMixin, BaseEstimator):
@@ -19,6 +46,8 @@ class LateFusion(ClassifierMixin, BaseEstimator):
 
     When ``groups`` is given to ``fit``, it is passed on to every base estimator's ``fit`` (a
     :class:`~sklearn.model_selection.GridSearchCV` uses it to keep groups within one inner fold).
+    ``fit(..., bases={name: BaseFit})`` reuses base models already fitted (by :func:`fit_base`) on
+    exactly the patients of ``X`` that have the block.
     """
 
     def __init__(self, estimators: Sequence[tuple[str, object]], blocks: Mapping[str, Sequence[str]],
@@ -51,6 +80,17 @@ class LateFusion(ClassifierMixin, BaseEstimator):
         require_both_classes(y[rows], f"{type(self).__name__} block {name!r}")
         fit_params = {} if groups is None else {"groups": groups[rows]}
         return X.loc[rows, list(self.blocks[name])], y[rows], fit_params, rows
+
+    def _base(self, name, estimator, X, y, groups, bases, out_of_fold: bool) -> tuple[BaseFit, tuple]:
+        """Block ``name``'s fitted base model (from ``bases`` or fitted now) and its :meth:`_block_data`."""
+        block_data = X_block, y_block, fit_params, _ = self._block_data(X, y, groups, name)
+        given = (bases or {}).get(name)
+        if given is None or (out_of_fold and given.out_of_fold is None):
+            fitted = fit_base(estimator, X_block, y_block, fit_params.get("groups"), self._splitter(), out_of_fold)
+            return fitted, block_data
+        if given.patients != tuple(X_block.index):
+            raise ValueError(f"base model of block {name!r} was fitted on other patients than this fit's")
+        return given, block_data
 
     def used_blocks(self, X: pd.DataFrame) -> pd.DataFrame:
         """Boolean frame (patients x blocks): which base models contribute to each patient's output."""

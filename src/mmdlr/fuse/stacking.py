@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import cross_val_predict
 
 from mmdlr.fuse.late import LateFusion
 
@@ -20,7 +19,8 @@ class StackingFusion(LateFusion):
     training patients with that modality gives the meta-features (``meta_features_``); the base models
     are then refit on all those patients for prediction. A missing modality's probability is set to
     ``missing_probability`` (uninformative 0.5 by default) for the meta-learner, which defaults to
-    logistic regression.
+    logistic regression. ``bases`` (see :class:`~mmdlr.fuse.late.LateFusion`) must hold the out-of-fold
+    probabilities as well.
     """
 
     def __init__(self, estimators: Sequence[tuple[str, object]], blocks: Mapping[str, Sequence[str]],
@@ -29,17 +29,14 @@ class StackingFusion(LateFusion):
         self.meta_estimator = meta_estimator
         self.missing_probability = missing_probability
 
-    def fit(self, X, y, groups=None):
+    def fit(self, X, y, groups=None, bases=None):
         X, y, groups = self._validate(X, y, groups)
         out_of_fold = pd.DataFrame(np.nan, index=X.index, columns=[name for name, _ in self.estimators])
         self.estimators_ = {}
         for name, estimator in self.estimators:
-            X_block, y_block, fit_params, rows = self._block_data(X, y, groups, name)
-            out_of_fold.loc[rows, name] = cross_val_predict(
-                clone(estimator), X_block, y_block, groups=fit_params.get("groups"), cv=self._splitter(),
-                method="predict_proba", params=fit_params,
-            )[:, 1]
-            self.estimators_[name] = clone(estimator).fit(X_block, y_block, **fit_params)
+            base, (*_, rows) = self._base(name, estimator, X, y, groups, bases, out_of_fold=True)
+            out_of_fold.loc[rows, name] = base.out_of_fold
+            self.estimators_[name] = base.estimator
         self.meta_features_ = out_of_fold.fillna(self.missing_probability)
         meta_params = {} if groups is None else {"groups": groups}
         meta = LogisticRegression() if self.meta_estimator is None else clone(self.meta_estimator)
