@@ -11,7 +11,8 @@ from matplotlib import cbook
 from PIL import Image
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmdlr.deep import BACKBONES, DeepClassifier, get_backbone, imagenet_state_dict, load_pretrained, trainable_from
+from mmdlr.deep import (BACKBONES, DeepClassifier, extract_features, get_backbone, imagenet_state_dict, load_pretrained,
+                        trainable_from)
 
 MILITARY_UNIFORM = 652  # ImageNet class of the Grace Hopper portrait
 
@@ -29,6 +30,26 @@ def test_backbone_pooled_width_and_gradcam_layer(name):
     assert network.gradcam_layer in dict(network.named_modules())
     names = [n for n, _ in network.backbone.named_parameters()]
     assert any(n.startswith(f"{get_backbone(name).last_stage}.") for n in names)
+
+
+@pytest.mark.parametrize("name", ["resnet50", "efficientnet_lite0"])
+def test_extract_features_runs_channels_last_and_leaves_the_network_as_it_was(name):
+    torch.manual_seed(0)
+    network = DeepClassifier(name).set_trainable("all").train()
+    before = {key: value.clone() for key, value in network.state_dict().items()}
+    images = torch.randn(5, 3, 64, 64)
+    items = [{"image": image, "patient_id": f"P{i}", "label": i % 2, "split": "train", "group": f"P{i}"}
+             for i, image in enumerate(images)]
+    result = extract_features(network, items, batch_size=2)
+    assert network.training and all(p.is_contiguous() for p in network.parameters())
+    assert all(torch.equal(value, before[key]) for key, value in network.state_dict().items())
+    network.eval()
+    with torch.no_grad():
+        expected = network.features(images)
+        expected_prob = torch.softmax(network.head(expected), dim=1)[:, 1]
+    np.testing.assert_allclose(result.features, expected.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(result.prob_malignant, expected_prob.numpy(), rtol=1e-4, atol=1e-5)
+    assert result.meta["patient_id"] == [f"P{i}" for i in range(5)] and result.meta["label"] == [0, 1, 0, 1, 0]
 
 
 def test_no_torchvision_anywhere():

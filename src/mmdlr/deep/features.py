@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 from monai.data import DataLoader
@@ -24,23 +26,36 @@ class Features:
     meta: dict[str, list]
 
 
+@contextmanager
+def evaluating_channels_last(network: DeepClassifier):
+    """``network`` in eval mode with channels-last convolution weights, restored afterwards.
+
+    Channels-last (NHWC) lets oneDNN run the convolutions without layout reorders: about 1.6x the images/s of
+    ResNet-50 on this CPU, features equal to float32 rounding (docs/benchmarks.md).
+    """
+    was_training = network.training
+    network.eval().to(memory_format=torch.channels_last)
+    try:
+        yield network
+    finally:
+        network.to(memory_format=torch.contiguous_format).train(was_training)
+
+
 @torch.no_grad()
 def extract_features(network: DeepClassifier, dataset: Dataset, batch_size: int = 32,
                      device: str | torch.device = "cpu", num_workers: int = 0,
                      description: str = "deep features") -> Features:
-    """Run ``network`` (eval mode) over ``dataset`` items with ``image`` and the :data:`META_KEYS`."""
-    was_training = network.training
-    network.eval()
+    """Run ``network`` (eval mode, channels-last) over ``dataset`` items with ``image`` and the :data:`META_KEYS`."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     features, probs, meta = [], [], {key: [] for key in META_KEYS}
-    for batch in tqdm(loader, desc=description, unit="batch", leave=False):
-        pooled = network.features(batch["image"].to(device))
-        features.append(pooled.float().cpu())
-        probs.append(torch.softmax(network.head(pooled), dim=1)[:, 1].float().cpu())
-        for key in META_KEYS:
-            values = batch[key]
-            meta[key] += values.tolist() if isinstance(values, torch.Tensor) else list(values)
-    network.train(was_training)
+    with evaluating_channels_last(network):
+        for batch in tqdm(loader, desc=description, unit="batch", leave=False):
+            pooled = network.features(batch["image"].to(device, memory_format=torch.channels_last))
+            features.append(pooled.float().cpu())
+            probs.append(torch.softmax(network.head(pooled), dim=1)[:, 1].float().cpu())
+            for key in META_KEYS:
+                values = batch[key]
+                meta[key] += values.tolist() if isinstance(values, torch.Tensor) else list(values)
     width = network.spec.width
     return Features(features=torch.cat(features).numpy() if features else np.zeros((0, width), np.float32),
                     prob_malignant=torch.cat(probs).numpy() if probs else np.zeros(0, np.float32), meta=meta)
