@@ -3,21 +3,24 @@
 
 Parts (``--parts``, default all, in this order; ``e2e`` is meant to run last):
 
-``matmul``     achievable float32 GFLOP/s of a large ``torch.matmul``; the ResNet-50 images/s limit it implies
-               (FLOPs of one 224x224 image counted with ``torch.utils.flop_counter``, and the 4.1 figure).
+``matmul``     achievable float32 (and bfloat16) GFLOP/s of a large ``torch.matmul``; the ResNet-50 images/s limit
+               it implies (FLOPs of one 224x224 image counted with ``torch.utils.flop_counter``, and the 4.1 figure).
 ``deep``       deep-feature images/s: the bundle's ``inference.json`` end to end (``run_bundle_config``, the
-               call of ``mmdlr run``), its preprocessing alone, ``mmdlr.deep.extract_features`` (the bundle's
-               forward pass) and a plain PyTorch eval loop over the same preprocessed ROIs; then variants of
-               the plain loop: ``torch.inference_mode``, channels-last, ``torch.set_num_threads``, batch
-               size, bf16 autocast (with the max abs difference of the features from float32).
+               call of ``mmdlr run``: float32, channels-last, batch 8) and its settings (``precision``,
+               ``batch_size``, ``num_workers``), its preprocessing alone, ``mmdlr.deep.extract_features`` (the
+               bundle's forward pass) and a plain PyTorch eval loop over the same preprocessed ROIs; then
+               variants of the plain loop: ``torch.inference_mode``, channels-last, ``torch.set_num_threads``,
+               batch size, bf16 autocast (with the max abs difference of the features from the plain loop).
 ``head``       head training: cached features (``mmdlr.deep.FeatureDataset``, the bundle's frozen mode) vs
                the literal frozen forward pass of every image in every epoch; measured for a few epochs,
                extrapolated to 200.
 ``radiomics``  ``mmdlr.radiomics.extract.extract_cohort`` ROIs/s with ``n_jobs=1`` and ``n_jobs=2``, each on
                freshly cropped ROIs (``mmdlr crop``) so no feature cache is reused.
 ``e2e``        ``mmdlr demo-data DIR --patients 322`` then ``mmdlr run --config configs/paper.yaml --set
-               deep.backbone=efficientnet_lite0`` under ``/usr/bin/time -v``, with psutil polling of the
-               whole process tree: wall time per stage (``RUN/stages/*.json``), total, peak memory.
+               deep.weights=none --set deep.baseline_weights=none`` (the paper's networks, ResNet-50 and the
+               ResNet-101/DenseNet-121 baselines, at their real cost; their ImageNet weights cannot be downloaded
+               here and do not change the time) under ``/usr/bin/time -v``, with psutil polling of the whole
+               process tree: wall time per stage (``RUN/stages/*.json``), total, peak memory.
 
 ROIs are BUSI images (``--busi``, read in place) through ``mmdlr import-busi``. Prints each table and writes
 ``docs/benchmarks/speed.csv`` (benchmark, variant, value, unit). Timings on a shared machine are noisy: compare
@@ -109,6 +112,11 @@ def bench_matmul(args) -> float:
         torch.matmul(a, b)
         best = max(best, 2 * n ** 3 / (time.perf_counter() - start) / 1e9)
     record("matmul", f"float32 {n}x{n}, {torch.get_num_threads()} threads, best of runs", best, "GFLOP/s")
+    a, b = a.bfloat16(), b.bfloat16()
+    torch.matmul(a, b)
+    best_bf16 = timed(lambda: torch.matmul(a, b), 3 if args.quick else 5)[0]
+    record("matmul", f"bfloat16 {n}x{n} (AMX where the CPU has it), best of runs", 2 * n ** 3 / best_bf16 / 1e9,
+           "GFLOP/s")
     flop = resnet50_flop()
     record("matmul", "ResNet-50 forward FLOP per 224x224 image (flop_counter, 2 per MAC)", flop / 1e9, "GFLOP")
     record("matmul", f"images/s limit = GFLOP/s / {RESNET50_GFLOP_NOMINAL} (brief's formula)",
@@ -189,23 +197,20 @@ def bench_deep(args) -> None:
     network = DeepClassifier(args.backbone).eval()
     torch.save(network.state_dict(), checkpoint)
 
-    def bundle(num_workers: int, torch_threads: int):
-        torch.set_num_threads(torch_threads)
-        try:
-            run_bundle_config("inference", manifest=str(manifest), modality="us", output_dir=str(out),
-                              backbone=args.backbone, output_path=str(out / "deep_us.csv"), num_workers=num_workers)
-        finally:
-            torch.set_num_threads(threads)
+    def bundle(**overrides):
+        run_bundle_config("inference", manifest=str(manifest), modality="us", output_dir=str(out),
+                          backbone=args.backbone, output_path=str(out / "deep_us.csv"), **overrides)
 
-    bundle_variants = [("bundle inference.json end to end (as shipped: num_workers 0), batch 32", (0, threads)),
-                       ("bundle inference.json end to end, --num_workers 2", (2, threads)),
-                       ("bundle inference.json end to end, torch.set_num_threads(1)", (0, 1))]
+    bundle_variants = [("bundle inference.json end to end (as shipped: float32, channels-last, batch 8)", {}),
+                       ("bundle inference.json end to end, precision=bfloat16", {"precision": "bfloat16"}),
+                       ("bundle inference.json end to end, batch_size=32", {"batch_size": 32}),
+                       ("bundle inference.json end to end, num_workers=2", {"num_workers": 2})]
     if args.quick:
         bundle_variants = bundle_variants[:2]
     best = {name: float("inf") for name, _ in bundle_variants}
     for _ in range(1 if args.quick else 2):  # interleaved rounds, best kept: the load drifts
         for name, options in bundle_variants:
-            best[name] = min(best[name], timed(lambda: bundle(*options), 1)[0])
+            best[name] = min(best[name], timed(lambda: bundle(**options), 1)[0])
     for name, _ in bundle_variants:
         record("deep", name, n / best[name], "images/s")
 
@@ -220,7 +225,7 @@ def bench_deep(args) -> None:
     images = torch.stack([item["image"] for item in items])
     dataset_items = [{"image": item["image"], **{k: item[k] for k in ("patient_id", "label", "split", "group")}}
                      for item in items]
-    reference = torch.from_numpy(extract_features(network, dataset_items, 32).features)
+    reference = plain_loop(network, images, 32)
     scale = reference.abs().max().item()
 
     channels_last_network = DeepClassifier(args.backbone).eval()
@@ -237,24 +242,29 @@ def bench_deep(args) -> None:
         return run
 
     variants = {
-        "mmdlr.deep.extract_features (bundle forward path), batch 32":
-            lambda: torch.from_numpy(extract_features(network, dataset_items, 32).features),
+        "mmdlr.deep.extract_features (bundle forward path: channels-last), batch 8":
+            lambda: torch.from_numpy(extract_features(network, dataset_items, 8).features),
         "plain loop, no_grad, batch 32": lambda: plain_loop(network, images, 32),
         "plain loop, inference_mode, batch 32": lambda: plain_loop(network, images, 32, inference_mode=True),
         "plain loop, channels_last (weights and input), batch 32":
             lambda: plain_loop(channels_last_network, images, 32, channels_last=True),
         "plain loop, channels_last input only, batch 32": lambda: plain_loop(network, images, 32, channels_last=True),
+        "plain loop, channels_last, batch 8": lambda: plain_loop(channels_last_network, images, 8, channels_last=True),
         "plain loop, batch 8": lambda: plain_loop(network, images, 8),
         "plain loop, batch 64": lambda: plain_loop(network, images, 64),
         "plain loop, bf16 autocast, batch 32": lambda: plain_loop(network, images, 32, bf16=True),
         "plain loop, bf16 autocast + channels_last, batch 32":
             lambda: plain_loop(channels_last_network, images, 32, channels_last=True, bf16=True),
+        "plain loop, bf16 autocast + channels_last, batch 8":
+            lambda: plain_loop(channels_last_network, images, 8, channels_last=True, bf16=True),
         "plain loop, batch 32, torch.set_num_threads(1)": one_thread(lambda: plain_loop(network, images, 32)),
         "plain loop, channels_last, batch 32, torch.set_num_threads(1)":
             one_thread(lambda: plain_loop(channels_last_network, images, 32, channels_last=True)),
     }
     if args.quick:
-        variants = {name: variants[name] for name in list(variants)[:2] + list(variants)[3:4] + list(variants)[7:8]}
+        quick = ("plain loop, no_grad, batch 32", "plain loop, channels_last, batch 8",
+                 "plain loop, bf16 autocast + channels_last, batch 8")
+        variants = {name: variants[name] for name in [*list(variants)[:1], *quick]}
     best, diffs = {name: float("inf") for name in variants}, {}
     for _ in range(args.repeats):  # interleaved rounds, best kept
         for name, function in variants.items():
@@ -263,7 +273,7 @@ def bench_deep(args) -> None:
             diffs[name] = (features - reference).abs().max().item()
     for name in variants:
         record("deep", name, n / best[name], "images/s")
-        record("deep", f"{name}: max abs diff of features vs float32 (feature max {scale:.3g})", diffs[name], "abs")
+        record("deep", f"{name}: max abs diff of features vs plain loop (feature max {scale:.3g})", diffs[name], "abs")
     record("deep", "load_1min at end", load(), "load")
 
 
@@ -371,7 +381,7 @@ def bench_e2e(args) -> None:
     if not (cohort / "manifest.csv").is_file():
         subprocess.run([*mmdlr, "demo-data", str(cohort), "--patients", str(args.e2e_patients)], check=True)
     shutil.rmtree(run, ignore_errors=True)
-    sets = ["deep.backbone=efficientnet_lite0", *args.e2e_set]
+    sets = ["deep.weights=none", "deep.baseline_weights=none", *args.e2e_set]
     command = ["/usr/bin/time", "-v", *mmdlr, "run", "--manifest", str(cohort / "manifest.csv"),
                "--config", str(REPO / "configs/paper.yaml"), "--out", str(run)]
     for item in sets:

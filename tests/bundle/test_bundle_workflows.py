@@ -141,6 +141,22 @@ def test_inference_is_deterministic(inferred, small_cohort, trained, tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "deep_us.csv", keep_default_na=False), inferred)
 
 
+def test_bfloat16_inference_approximates_float32(inferred, small_cohort, trained, tmp_path):
+    ckpt = str(trained.output_dir / "models" / "us" / "model.pt")
+    run_config("inference", **SMALL, manifest=str(small_cohort), output_dir=str(tmp_path), ckpt_path=ckpt,
+               precision="bfloat16")
+    approximate = pd.read_csv(tmp_path / "deep_us.csv", keep_default_na=False)
+    pd.testing.assert_frame_equal(approximate[inferred.columns[:4]], inferred[inferred.columns[:4]])
+    exact, rounded = inferred.iloc[:, 4:-1].to_numpy(), approximate.iloc[:, 4:-1].to_numpy()
+    assert not np.array_equal(exact, rounded)
+    assert np.corrcoef(exact.ravel(), rounded.ravel())[0, 1] > 0.99
+    np.testing.assert_allclose(approximate["head_prob_malignant"], inferred["head_prob_malignant"], atol=0.05)
+    with pytest.raises(Exception) as raised:
+        run_config("inference", **SMALL, manifest=str(small_cohort), output_dir=str(tmp_path), ckpt_path=ckpt,
+                   precision="float16")
+    assert "one of float32, bfloat16, not 'float16'" in str(raised.value.__cause__)
+
+
 @pytest.mark.parametrize("modality", ["mg", "mr"])
 def test_inference_reads_dicom_and_volumes(trained, small_cohort, tmp_path, modality):
     run_config("inference", **(SMALL | {"modality": modality}), manifest=str(small_cohort),

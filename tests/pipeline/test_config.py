@@ -6,6 +6,7 @@ import pytest
 
 from mmdlr.analysis.config import ConfigError, load_config
 from mmdlr.paths import CONFIG_DIR
+from mmdlr.pipeline.bundle import bundle_overrides
 from mmdlr.pipeline.config import load_run_config, parse_override
 
 
@@ -21,9 +22,10 @@ def test_paper_config_reproduces_the_paper_settings():
 
 
 def test_overrides_reach_every_section():
-    config = load_run_config(CONFIG_DIR / "paper.yaml", ["deep.max_epochs=5", "roi.margin=3",
+    config = load_run_config(CONFIG_DIR / "paper.yaml", ["deep.max_epochs=5", "roi.margin=3", "deep.precision=bfloat16",
                                                          "protocol=nested_cv", "classifiers=[lr]"])
     assert config.deep.max_epochs == 5 and config.roi.margin == 3
+    assert bundle_overrides(config, "out", "us")["precision"] == "bfloat16"
     assert config.analysis.protocol == "nested_cv" and list(config.analysis.classifiers) == ["lr"]
     assert config.raw["deep"]["max_epochs"] == 5
     assert parse_override("deep.spatial_size=[64,64]") == (["deep", "spatial_size"], [64, 64])
@@ -32,6 +34,7 @@ def test_overrides_reach_every_section():
 @pytest.mark.parametrize("override,message", [
     ("deep.epochs=3", "unknown key(s) in deep: epochs"),
     ("deep.mode=partial", "deep.mode must be frozen or finetune"),
+    ("deep.precision=float16", "deep.precision must be one of float32, bfloat16, not 'float16'"),
     ("radiomics.dimension=4d", "radiomics.dimension must be 2d or 3d"),
     ("protocol=cv", "protocol must be one of"),
     ("nothing", "must look like section.key=value"),

@@ -6,15 +6,15 @@ The MONAI bundle under ``bundle/`` drives these pieces from JSON (``"$import mmd
 from mmdlr.deep.backbones import BACKBONES, BackboneSpec, get_backbone
 from mmdlr.deep.classifier import MODES, DeepClassifier, trainable_from
 from mmdlr.deep.data import PARTS, partition, select_patients
-from mmdlr.deep.features import FeatureDataset, Features, extract_features
+from mmdlr.deep.features import PRECISIONS, FeatureDataset, Features, check_precision, extract_features, pooled_features
 from mmdlr.deep.gradcam import roi_heatmap, save_gradcam
 from mmdlr.deep.report import write_metrics
 from mmdlr.deep.table import PROB_COLUMN, feature_column, write_deep_table
 from mmdlr.deep.weights import imagenet_cache_path, imagenet_state_dict, load_pretrained
 
 __all__ = [
-    "BACKBONES", "BackboneSpec", "DeepClassifier", "FeatureDataset", "Features", "MODES", "PARTS", "PROB_COLUMN",
-    "extract_features", "feature_column", "get_backbone", "imagenet_cache_path", "imagenet_state_dict",
-    "load_pretrained", "partition", "roi_heatmap", "save_gradcam", "select_patients", "trainable_from",
+    "BACKBONES", "BackboneSpec", "DeepClassifier", "FeatureDataset", "Features", "MODES", "PARTS", "PRECISIONS",
+    "PROB_COLUMN", "check_precision", "extract_features", "feature_column", "get_backbone", "imagenet_cache_path",
+    "imagenet_state_dict", "load_pretrained", "partition", "pooled_features", "roi_heatmap", "save_gradcam", "select_patients", "trainable_from",
     "write_deep_table", "write_metrics",
 ]

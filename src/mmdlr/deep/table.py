@@ -21,10 +21,10 @@ def feature_column(index: int) -> str:
     return f"deep_{index:04d}"
 
 
-def write_deep_table(network: DeepClassifier, dataset: Dataset, path: str | os.PathLike, batch_size: int = 32,
-                     device: str | torch.device = "cpu", num_workers: int = 0) -> Path:
+def write_deep_table(network: DeepClassifier, dataset: Dataset, path: str | os.PathLike, batch_size: int = 8,
+                     device: str | torch.device = "cpu", num_workers: int = 0, precision: str = "float32") -> Path:
     """Write one row per case: metadata, the pooled features and the head's malignant probability."""
-    result = extract_features(network, dataset, batch_size, device, num_workers)
+    result = extract_features(network, dataset, batch_size, device, num_workers, precision=precision)
     columns = [feature_column(i) for i in range(result.features.shape[1])]
     table = pd.concat([
         pd.DataFrame({key: result.meta[key] for key in META_KEYS}),

@@ -17,7 +17,8 @@ def bundle_overrides(config: RunConfig, output_dir: str | Path, modality: str, b
     the baselines and serving, so they never diverge)."""
     return {"output_dir": str(output_dir), "modality": modality, "backbone": backbone or config.deep.backbone,
             "spatial_size": list(config.deep.spatial_size), "roi_margin": config.roi.margin,
-            "roi_margin_unit": config.roi.margin_unit, "mask_label": config.roi.label_value}
+            "roi_margin_unit": config.roi.margin_unit, "mask_label": config.roi.label_value,
+            "precision": config.deep.precision}
 
 
 def run_bundle_config(name: str, workflow_type: str | None = None, **overrides) -> ConfigWorkflow:

@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from mmdlr.analysis.config import PIPELINE_SECTIONS, AnalysisConfig, ConfigError, config_from_dict
+from mmdlr.deep.features import PRECISIONS
 from mmdlr.roi.cache import RoiSettings
 
 
@@ -36,6 +37,7 @@ class DeepSection:
     mode: str = "frozen"
     max_epochs: int = 200
     batch_size: int = 32
+    precision: str = "float32"
     learning_rate: float = 0.001
     spatial_size: list[int] = field(default_factory=lambda: [224, 224])
     seed: int = 0
@@ -123,5 +125,7 @@ def run_config_from_dict(values: dict) -> RunConfig:
         raise ConfigError(f"radiomics.dimension must be 2d or 3d, not {config.radiomics.dimension!r}")
     if config.deep.mode not in ("frozen", "finetune"):
         raise ConfigError(f"deep.mode must be frozen or finetune, not {config.deep.mode!r}")
+    if config.deep.precision not in PRECISIONS:
+        raise ConfigError(f"deep.precision must be one of {', '.join(PRECISIONS)}, not {config.deep.precision!r}")
     config.raw = {name: config.section(name) for name in (*PIPELINE_SECTIONS, "analysis")}
     return config

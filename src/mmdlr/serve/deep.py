@@ -15,6 +15,7 @@ import torch
 from monai.bundle import ConfigParser
 from monai.visualize import GradCAM
 
+from mmdlr.deep.features import pooled_features
 from mmdlr.deep.gradcam import ROI_KEY, overlay, roi_heatmap
 from mmdlr.deep.table import feature_column
 from mmdlr.pipeline.bundle import CONFIGS, bundle_overrides
@@ -34,8 +35,9 @@ class ModalityNetwork:
         parser.update(bundle_overrides(config, deep_dir, modality) | {"keep_keys": SERVED_KEYS})
         self.modality = modality
         self.preprocessing = parser.get_parsed_content("preprocessing")
-        self.network = parser.get_parsed_content("network").eval()
+        self.network = parser.get_parsed_content("network").eval().to(memory_format=torch.channels_last)
         self.device = parser.get_parsed_content("device")
+        self.precision = parser.get_parsed_content("precision")
         self.cam = GradCAM(nn_module=self.network, target_layers=self.network.gradcam_layer)
         self.lock = lock
 
@@ -45,11 +47,11 @@ class ModalityNetwork:
 
     def features(self, item: dict) -> tuple[dict[str, float], float]:
         """Pooled features as ``deep_0000``... columns and the head's malignant probability."""
-        with self.lock, torch.no_grad():
-            pooled = self.network.features(torch.as_tensor(item["image"])[None].to(self.device))
-            probability = torch.softmax(self.network.head(pooled), dim=1)[0, 1].item()
-        values = pooled[0].float().cpu().numpy()
-        return {feature_column(i): float(v) for i, v in enumerate(values)}, probability
+        with self.lock:
+            pooled, probability = pooled_features(self.network, torch.as_tensor(item["image"])[None].to(self.device),
+                                                  self.precision)
+        values = pooled[0].cpu().numpy()
+        return {feature_column(i): float(v) for i, v in enumerate(values)}, probability.item()
 
     def gradcam_overlay(self, item: dict) -> np.ndarray:
         """RGB uint8 Grad-CAM overlay (predicted class) on the ROI, as in the run's report."""
