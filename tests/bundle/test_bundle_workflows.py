@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from monai.bundle import ConfigWorkflow, ckpt_export
 from monai.data import DataLoader
 from PIL import Image
+from sklearn.metrics import roc_auc_score
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mmdlr.deep import DeepClassifier, imagenet_state_dict, load_pretrained
 from mmdlr.deep.weights import to_backbone_keys
@@ -81,6 +83,25 @@ def test_training_keeps_the_best_checkpoint_and_a_frozen_backbone(trained):
     evaluator = trained.workflow.parser.get_parsed_content("validate#evaluator")
     assert evaluator.state.key_metric_name == "val_auc"
     assert 0 <= evaluator.state.best_metric <= 1
+
+
+def test_batch_level_metrics_match_sklearn_and_are_logged(trained):
+    """Post-processing runs on whole batches (no decollation): the kept checkpoint's validation AUC is
+    sklearn's AUC of its head on the validation features, and TensorBoard has every loss and metric."""
+    parsed = trained.workflow.parser.get_parsed_content
+    network = load_pretrained(DeepClassifier(BACKBONE), trained.output_dir / "models" / "us" / "model.pt").eval()
+    features = parsed("validate#features")
+    with torch.no_grad():
+        prob = torch.softmax(network.head(features.features), dim=1)[:, 1]
+    evaluator = parsed("validate#evaluator")
+    assert evaluator.state.best_metric == pytest.approx(roc_auc_score(features.labels, prob), abs=1e-6)
+    scalars = {}
+    for path in (trained.output_dir / "logs" / "us").glob("events.out.tfevents.*"):
+        events = EventAccumulator(str(path))
+        events.Reload()
+        scalars |= {tag: len(events.Scalars(tag)) for tag in events.Tags()["scalars"]}
+    iterations = len(parsed("train#dataloader")) * 3
+    assert scalars == {"train_loss": iterations, "train_auc": 3, "val_auc": 3, "val_accuracy": 3}
 
 
 def test_training_never_sees_test_patients(trained, small_cohort):
