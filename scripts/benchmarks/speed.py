@@ -11,9 +11,15 @@ Parts (``--parts``, default all, in this order; ``e2e`` is meant to run last):
                bundle's forward pass) and a plain PyTorch eval loop over the same preprocessed ROIs; then
                variants of the plain loop: ``torch.inference_mode``, channels-last, ``torch.set_num_threads``,
                batch size, bf16 autocast (with the max abs difference of the features from the plain loop).
+``precision``  float32 vs bfloat16 deep features (``mmdlr.deep.extract_features``, ``precision=...``) of
+               ``--precision-rois`` BUSI ROIs for EfficientNet-Lite0 (ImageNet) and ResNet-50 (random weights):
+               images/s, per-feature error relative to the feature's range, and the 5-fold AUC of a
+               standardised logistic regression on each (does the rounding change what the features tell?).
 ``head``       head training: cached features (``mmdlr.deep.FeatureDataset``, the bundle's frozen mode) vs
                the literal frozen forward pass of every image in every epoch; measured for a few epochs,
-               extrapolated to 200.
+               extrapolated to 200. Then the bundle's ``train.json`` itself (200 epochs, validation every
+               epoch) with metrics on whole batches, as shipped, vs MONAI's default per-item post-processing
+               (``decollate: true``), set back through config overrides.
 ``radiomics``  ``mmdlr.radiomics.extract.extract_cohort`` ROIs/s with ``n_jobs=1`` and ``n_jobs=2``, each on
                freshly cropped ROIs (``mmdlr crop``) so no feature cache is reused.
 ``e2e``        ``mmdlr demo-data DIR --patients 322`` then ``mmdlr run --config configs/paper.yaml --set
@@ -47,7 +53,7 @@ import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[2]
-PARTS = ("matmul", "deep", "head", "radiomics", "e2e")
+PARTS = ("matmul", "deep", "precision", "head", "radiomics", "e2e")
 RESNET50_GFLOP_NOMINAL = 4.1  # the usual figure; it counts multiply-accumulates
 ROWS: list[dict] = []
 
@@ -71,6 +77,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--csv", type=Path, default=REPO / "docs/benchmarks/speed.csv")
     parser.add_argument("--images", type=int, default=96, help="ROIs for the deep and head parts")
     parser.add_argument("--radiomics-rois", type=int, default=120, help="ROIs for the radiomics part")
+    parser.add_argument("--precision-rois", type=int, default=320, help="ROIs for the precision part")
     parser.add_argument("--backbone", default="resnet50", help="backbone of the deep and head parts")
     parser.add_argument("--repeats", type=int, default=2, help="timing repeats per deep variant (best is kept)")
     parser.add_argument("--e2e-patients", type=int, default=322)
@@ -78,7 +85,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="extra --set for the end-to-end mmdlr run (repeatable)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.images, args.radiomics_rois, args.repeats, args.e2e_patients = 8, 12, 1, 40
+        args.images, args.radiomics_rois, args.repeats, args.e2e_patients, args.precision_rois = 8, 12, 1, 40, 40
         args.e2e_set = ["deep.max_epochs=3", "classifiers=[lr]", "bootstrap.n=200"] + args.e2e_set
     return args
 
@@ -277,6 +284,49 @@ def bench_deep(args) -> None:
     record("deep", "load_1min at end", load(), "load")
 
 
+# ------------------------------------------------------------------------------------------ precision
+
+def bench_precision(args) -> None:
+    import torch
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from mmdlr.deep import DeepClassifier, extract_features, load_pretrained
+
+    manifest = busi_manifest(args, args.precision_rois, f"busi_first{args.precision_rois}")
+    record("precision", f"load_1min at start ({args.precision_rois} BUSI ROIs)", load(), "load")
+    for backbone, weights in (("efficientnet_lite0", "imagenet"), ("resnet50", "none")):
+        dataset = bundle_dataset(manifest, backbone)
+        items = [dataset[i] for i in range(len(dataset))]
+        torch.manual_seed(0)
+        network = load_pretrained(DeepClassifier(backbone), weights)
+        tag = f"{backbone} ({weights} weights)"
+        features = {}
+        for precision in ("float32", "bfloat16"):
+            extract_features(network, items[:8], precision=precision)  # warm-up
+            seconds, result = timed(lambda: extract_features(network, items, precision=precision), 1)
+            features[precision] = result.features
+            record("precision", f"{tag}, {precision}: extract_features", len(items) / seconds, "images/s")
+        exact, rounded = features["float32"], features["bfloat16"]
+        spread = exact.max(axis=0) - exact.min(axis=0)
+        varying = spread > 0
+        relative = np.abs(rounded - exact)[:, varying].max(axis=0) / spread[varying]
+        record("precision", f"{tag}: median over features of max |bf16 - fp32| / feature range",
+               float(np.median(relative)), "ratio")
+        record("precision", f"{tag}: 95th percentile over features of the same", float(np.quantile(relative, 0.95)),
+               "ratio")
+        labels = np.asarray(result.meta["label"])
+        folds = StratifiedKFold(5, shuffle=True, random_state=0)
+        for precision, values in features.items():
+            model = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=2000))
+            prob = cross_val_predict(model, values, labels, cv=folds, method="predict_proba")[:, 1]
+            record("precision", f"{tag}, {precision}: 5-fold AUC, logistic regression (C 0.01) on the features",
+                   roc_auc_score(labels, prob), "AUC")
+
+
 # ------------------------------------------------------------------------------------------ head
 
 def bench_head(args, epochs_measured: int) -> None:
@@ -330,6 +380,20 @@ def bench_head(args, epochs_measured: int) -> None:
         record("head", f"{epochs} epochs cached ({tag})", cached_total, "s")
         record("head", f"{epochs} epochs literal ({tag})", literal_total, "s")
         record("head", f"{epochs} epochs speed-up literal / cached ({tag})", literal_total / cached_total, "x")
+
+    from mmdlr.pipeline.bundle import run_bundle_config
+
+    loss = "$monai.handlers.from_engine(['loss'], first=True)"
+    per_item = {"train#trainer#decollate": True, "validate#evaluator#decollate": True,
+                **{f"train#postprocessing#transforms#{i}#dim": 0 for i in (0, 2, 3)},
+                **{f"train#handlers#{i}#output_transform": loss for i in (1, 2)}}
+    epochs = 3 if args.quick else 200
+    for name, overrides in (("metrics on whole batches (as shipped)", {}),
+                            ("MONAI default per-item post-processing (decollate)", per_item)):
+        start = time.perf_counter()
+        run_bundle_config("train", "train", manifest=str(manifest), modality="us", backbone=args.backbone,
+                          output_dir=str(args.work / "head_bundle"), weights="none", max_epochs=epochs, **overrides)
+        record("head", f"bundle train.json, frozen, {epochs} epochs, {name}", time.perf_counter() - start, "s")
 
 
 # ------------------------------------------------------------------------------------------ radiomics
@@ -436,6 +500,8 @@ def main(argv=None) -> int:
             bench_matmul(args)
         elif part == "deep":
             bench_deep(args)
+        elif part == "precision":
+            bench_precision(args)
         elif part == "head":
             bench_head(args, 1 if args.quick else 2)
         elif part == "radiomics":
