@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -31,7 +30,7 @@ class Features:
 def evaluating_channels_last(network: DeepClassifier):
     """``network`` in eval mode with channels-last convolution weights, restored afterwards.
 
-    Channels-last (NHWC) lets oneDNN run the convolutions without layout reorders: about 1.3-1.6x the
+    Channels-last (NHWC) lets oneDNN run the convolutions without layout reorders: about 1.5x the
     images/s of ResNet-50 on a CPU, features equal to float32 rounding (docs/benchmarks.md).
     """
     was_training = network.training
@@ -55,8 +54,8 @@ def pooled_features(network: DeepClassifier, images: torch.Tensor,
     """Float32 pooled features of a batch and the head's malignant probability (``network`` in eval mode).
 
     ``"bfloat16"`` runs the backbone under autocast (AMX/AVX-512-BF16 CPUs and recent GPUs run it 2-3x
-    faster); the features then differ from float32 (ResNet-50 about 1% of a feature's range, EfficientNet-Lite0
-    about 10%) with the same downstream AUC on BUSI, see docs/benchmarks.md.
+    faster); the features then differ from float32 (median per feature: 2.5% of its range for ResNet-50, 13% for
+    EfficientNet-Lite0) with the same downstream AUC on BUSI, see docs/benchmarks.md.
     """
     images = images.contiguous(memory_format=torch.channels_last)
     with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=check_precision(precision) == "bfloat16"):
@@ -78,7 +77,7 @@ def extract_features(network: DeepClassifier, dataset: Dataset, batch_size: int 
         for batch in tqdm(loader, desc=description, unit="batch", leave=False):
             pooled, prob = pooled_features(network, batch["image"].to(device), precision)
             features.append(pooled.cpu())
-            probs.append(prob.float().cpu())
+            probs.append(prob.cpu())
             for key in META_KEYS:
                 values = batch[key]
                 meta[key] += values.tolist() if isinstance(values, torch.Tensor) else list(values)
