@@ -22,6 +22,16 @@ def _columns(columns: Sequence[str]) -> ColumnTransformer:
     return ColumnTransformer([("features", "passthrough", list(columns))], remainder="drop")
 
 
+def _standardised(columns: Sequence[str]) -> Steps:
+    """The named columns -> median-impute -> drop constant columns -> standardise."""
+    return [
+        ("columns", _columns(columns)),
+        ("impute", FiniteMedianImputer()),
+        ("variance", VarianceThreshold()),
+        ("scale", StandardScaler()),
+    ]
+
+
 def radiomics_steps(
     columns: Sequence[str],
     p_threshold: float = 0.05,
@@ -33,10 +43,7 @@ def radiomics_steps(
 ) -> Steps:
     """impute -> drop constant -> standardise -> Mann-Whitney -> Spearman -> LASSO (paper section 2.4)."""
     return [
-        ("columns", _columns(columns)),
-        ("impute", FiniteMedianImputer()),
-        ("variance", VarianceThreshold()),
-        ("scale", StandardScaler()),
+        *_standardised(columns),
         ("mannwhitney", MannWhitneyFilter(p_threshold=p_threshold, fallback_k=fallback_k)),
         ("spearman", SpearmanRedundancyFilter(rho_threshold=rho_threshold)),
         ("lasso", LassoSelector(n_alphas=lasso_alphas, cv=inner_folds, fallback_k=fallback_k,
@@ -63,9 +70,6 @@ def deep_steps(blocks: Mapping[str, Sequence[str]], n_components: int = 32, rand
 def combined_steps(columns: Sequence[str], n_components: int = 108, random_state: int = 0) -> Steps:
     """Radiomics and deep features of all modalities concatenated -> standardise -> PCA(108) (section 3.4)."""
     return [
-        ("columns", _columns(columns)),
-        ("impute", FiniteMedianImputer()),
-        ("variance", VarianceThreshold()),
-        ("scale", StandardScaler()),
+        *_standardised(columns),
         ("pca", ClippedPCA(n_components=n_components, random_state=random_state)),
     ]
