@@ -196,12 +196,14 @@ def test_evaluate_reports_metrics_on_the_test_split(trained, small_cohort):
         assert report[metric] == pytest.approx(workflow.parser.get_parsed_content("evaluator").state.metrics[metric])
 
 
-def test_gradcam_maps_have_the_roi_shape_and_structure(trained, small_cohort):
-    patients = "P0002,P0011"
+def test_gradcam_maps_have_the_roi_shape_and_structure(trained, small_cohort, tmp_path):
+    patients = ["P0002", "P0011"]
+    patients_file = tmp_path / "patients.json"
+    patients_file.write_text(json.dumps(patients))
     workflow = run_config("gradcam", **SMALL, manifest=str(small_cohort), output_dir=str(trained.output_dir),
-                          patients=patients)
+                          patients_file=str(patients_file))
     dataset = workflow.parser.get_parsed_content("dataset")
-    for index, patient_id in enumerate(patients.split(",")):
+    for index, patient_id in enumerate(patients):
         roi_shape = tuple(dataset[index]["roi"].shape[-2:])
         png = Image.open(trained.output_dir / "gradcam" / "us" / f"{patient_id}_gradcam.png")
         assert (png.height, png.width) == roi_shape and png.mode == "RGB"

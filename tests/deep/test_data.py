@@ -47,10 +47,12 @@ def test_partition_errors_are_explained():
         partition(one_benign, "train")
 
 
-def test_select_patients_by_id_or_first_n():
+def test_select_patients_by_listed_id_or_first_n(tmp_path):
     cases = make_cases(10)
-    assert [c["patient_id"] for c in select_patients(cases, "P003, P001")] == ["P003", "P001"]
-    assert [c["patient_id"] for c in select_patients(cases, ("P002",))] == ["P002"]
+    listed = tmp_path / "patients.json"
+    listed.write_text('["P003", "P001"]')
+    assert [c["patient_id"] for c in select_patients(cases, str(listed))] == ["P003", "P001"]
     assert len(select_patients(cases, None, first=3)) == 3
+    listed.write_text('["P001", "P999"]')
     with pytest.raises(ValueError, match="P999"):
-        select_patients(cases, "P001,P999")
+        select_patients(cases, str(listed))

@@ -33,9 +33,9 @@ def test_overrides_reach_every_section():
 
 @pytest.mark.parametrize("override,message", [
     ("deep.epochs=3", "unknown key(s) in deep: epochs"),
-    ("deep.mode=partial", "deep.mode must be frozen or finetune"),
+    ("deep.mode=partial", "deep.mode must be one of frozen, finetune, not 'partial'"),
     ("deep.precision=float16", "deep.precision must be one of float32, bfloat16, not 'float16'"),
-    ("radiomics.dimension=4d", "radiomics.dimension must be 2d or 3d"),
+    ("radiomics.dimension=4d", "radiomics.dimension must be one of 2d, 3d"),
     ("protocol=cv", "protocol must be one of"),
     ("nothing", "must look like section.key=value"),
     ("seed.value=3", "seed is not a section"),

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from mmdlr.classify.zoo import CLASSIFIERS, DEFAULT_GRIDS, make_classifier
+from mmdlr.io.manifest import modality_name_problem
 
 FAMILIES = ("radiomics", "deep", "radiomics+deep")
 PROTOCOLS = ("holdout", "nested_cv")
@@ -115,6 +116,9 @@ class AnalysisConfig:
     def __post_init__(self):
         _require(self.protocol in PROTOCOLS, f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
         _require(self.inner_folds >= 2, "inner_folds must be >= 2")
+        for modality in self.modalities or ():
+            problem = modality_name_problem(str(modality))
+            _require(problem is None, f"modalities: {problem}")
         unknown = sorted(set(self.families) - set(FAMILIES))
         _require(not unknown and self.families, f"families must be a non-empty subset of {FAMILIES}; unknown {unknown}")
         _require(self.threshold == "youden" or (not isinstance(self.threshold, str) and 0 < self.threshold < 1),

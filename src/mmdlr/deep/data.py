@@ -7,7 +7,9 @@ validation part that picks the best checkpoint (validation AUC).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 from sklearn.model_selection import StratifiedGroupKFold
 
@@ -51,13 +53,17 @@ def _validation_ids(cases: list[dict], val_fraction: float, seed: int) -> set[st
     return {cases[i]["patient_id"] for i in val_index}
 
 
-def select_patients(cases: Sequence[dict], patients: str | Sequence | None = None, first: int = 8) -> list[dict]:
-    """The cases of the listed patient ids (a comma-separated string or a sequence), else the first ``first``."""
-    if patients is None or patients == "":
+def select_patients(cases: Sequence[dict], patients_file: str | None = None, first: int = 8) -> list[dict]:
+    """The cases of the patient ids listed in ``patients_file`` (a JSON list), else the first ``first``."""
+    if not patients_file:
         return list(cases)[:first]
-    wanted = [str(p).strip() for p in (patients.split(",") if isinstance(patients, str) else patients)]
+    wanted = json.loads(Path(patients_file).read_text(encoding="utf-8"))
+    if not isinstance(wanted, list):
+        raise ValueError(f"{patients_file} must hold a JSON list of patient ids")
+    wanted = [str(pid) for pid in wanted]
     by_id = {case["patient_id"]: case for case in cases}
     missing = [pid for pid in wanted if pid not in by_id]
     if missing:
-        raise ValueError(f"patient(s) {', '.join(missing)} not among the {len(by_id)} cases of this modality/part")
+        raise ValueError(f"patient(s) {', '.join(missing)} of {patients_file} not among the {len(by_id)} cases "
+                         "of this modality/part")
     return [by_id[pid] for pid in wanted]

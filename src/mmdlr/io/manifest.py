@@ -9,6 +9,7 @@ by ``;`` and unioned; an empty cell means the modality is missing for that patie
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,16 @@ LABEL_NAMES = ("benign", "malignant")
 SPLITS = ("train", "test", "")
 RESERVED = ("patient_id", "label", "split", "group")
 MASK_SEPARATOR = ";"
+# Modality names become file names and bundle values: plain lowercase words only.
+MODALITY_NAME = re.compile(r"[a-z][a-z0-9]{0,15}")
+
+
+def modality_name_problem(modality: str) -> str | None:
+    """Why ``modality`` cannot be a modality name, or None when it can."""
+    if MODALITY_NAME.fullmatch(modality):
+        return None
+    return (f"modality name {modality!r} must be 1-16 lowercase letters or digits starting with a letter "
+            "(e.g. us, mg, mr2)")
 
 
 def parse_label(value: str) -> int | None:
@@ -76,6 +87,11 @@ class Manifest:
         if not self.modalities:
             problems.append("no modality columns: expected pairs like 'us_image', 'us_mask'")
         for modality in self.modalities:
+            problem = modality_name_problem(modality)
+            if problem:
+                column = f"{modality}_image" if f"{modality}_image" in columns else f"{modality}_mask"
+                problems.append(f"column {column!r}: {problem}; rename the column")
+                continue
             for kind in ("image", "mask"):
                 if f"{modality}_{kind}" not in columns:
                     problems.append(f"modality '{modality}' has no '{modality}_{kind}' column")
@@ -85,6 +101,9 @@ class Manifest:
         for row, pid in enumerate(ids, start=2):
             if not pid:
                 problems.append(f"row {row}: empty patient_id")
+            elif pid in (".", "..") or any(c in pid for c in "/\\") or not pid.isprintable():
+                problems.append(f"row {row}: patient_id {pid!r} names output files: use no '/', '\\', "
+                                "control characters, '.' or '..'")
         for pid, rows in self.table.groupby("patient_id").groups.items():
             if pid and len(rows) > 1:
                 lines = ", ".join(str(int(r) + 2) for r in rows)

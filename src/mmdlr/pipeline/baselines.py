@@ -27,13 +27,15 @@ FAMILY = "cnn"
 
 
 def _baseline(manifest: Manifest, config: RunConfig, backbone: str, modality: str, folder: Path) -> tuple[str, dict]:
-    common = bundle_overrides(config, folder, modality, backbone) | {"manifest": str(manifest.path)}
-    run_bundle_config("train", "train", **common, weights=config.deep.baseline_weights, mode="frozen",
-                      max_epochs=config.deep.max_epochs, batch_size=config.deep.batch_size,
-                      learning_rate=config.deep.learning_rate, seed=config.deep.seed)
-    run_bundle_config("evaluate", **common, split="test")
+    def run(name: str, workflow_type: str | None = None, **values):
+        run_bundle_config(name, workflow_type, **bundle_overrides(config, folder, modality, backbone,
+                                                                  manifest=str(manifest.path), **values))
+
+    run("train", "train", weights=config.deep.baseline_weights, mode="frozen", max_epochs=config.deep.max_epochs,
+        batch_size=config.deep.batch_size, learning_rate=config.deep.learning_rate, seed=config.deep.seed)
+    run("evaluate", split="test")
     evaluated = json.loads((folder / f"metrics_{modality}_test.json").read_text())
-    run_bundle_config("inference", **common)
+    run("inference")
     table = pd.read_csv(folder / f"deep_{modality}.csv", keep_default_na=False,
                         usecols=["patient_id", "label", "split", "head_prob_malignant"])
     test = table[table["split"] == "test"]

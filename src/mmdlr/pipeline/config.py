@@ -13,8 +13,15 @@ from pathlib import Path
 import yaml
 
 from mmdlr.analysis.config import PIPELINE_SECTIONS, AnalysisConfig, ConfigError, config_from_dict
+from mmdlr.deep.backbones import BACKBONES
 from mmdlr.deep.features import PRECISIONS
+from mmdlr.pipeline.bundle import refuse_parsed_strings
 from mmdlr.roi.cache import RoiSettings
+
+# Settings with a fixed set of values, checked when a config is loaded (file, --set or provenance.json).
+CHOICES = {"radiomics.dimension": ("2d", "3d"), "deep.backbone": tuple(BACKBONES),
+           "deep.mode": ("frozen", "finetune"), "deep.precision": PRECISIONS,
+           "roi.margin_unit": ("pixel", "percent")}
 
 
 @dataclass
@@ -70,11 +77,26 @@ class RunConfig:
 
 def _section(cls, values: dict | None, name: str):
     values = dict(values or {})
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ConfigError(f"unknown key(s) in {name}: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise ConfigError(f"unknown key(s) in {name}: {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
+    for key, value in values.items():
+        _check_type(f"{name}.{key}", value, fields[key])
     return cls(**values)
+
+
+TYPES = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,), "list": (list,)}
+
+
+def _check_type(name: str, value, field_: dataclasses.Field) -> None:
+    """A value of its field's annotated type (a float field takes an int; ``X | None`` takes None)."""
+    annotation = field_.type if isinstance(field_.type, str) else getattr(field_.type, "__name__", str(field_.type))
+    if value is None and "None" in annotation:
+        return
+    expected = TYPES[annotation.split("|")[0].split("[")[0].strip()]
+    if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
+        raise ConfigError(f"{name} must be {' or '.join(t.__name__ for t in expected)}, not {value!r}")
 
 
 def parse_override(text: str) -> tuple[list[str], object]:
@@ -82,7 +104,10 @@ def parse_override(text: str) -> tuple[list[str], object]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like section.key=value")
     key, value = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(value)
+    try:
+        return key.strip().split("."), yaml.safe_load(value)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({error.problem}); quote it") from None
 
 
 def apply_overrides(values: dict, overrides: list[str]) -> dict:
@@ -111,6 +136,7 @@ def load_run_config(path: str | Path | None, overrides: list[str] = ()) -> RunCo
 def run_config_from_dict(values: dict) -> RunConfig:
     """Validate a run config given as a mapping: the analysis keys at top level (as in the YAML files)
     or under ``analysis`` (as ``RunConfig.raw`` and provenance.json record them)."""
+    refuse_parsed_strings(values, "config")
     values = dict(values)
     values.update(values.pop("analysis", None) or {})
     pipeline = {name: values.pop(name, None) for name in PIPELINE_SECTIONS}
@@ -121,11 +147,14 @@ def run_config_from_dict(values: dict) -> RunConfig:
         report=_section(ReportSection, pipeline["report"], "report"),
         analysis=config_from_dict(values),
     )
-    if config.radiomics.dimension not in ("2d", "3d"):
-        raise ConfigError(f"radiomics.dimension must be 2d or 3d, not {config.radiomics.dimension!r}")
-    if config.deep.mode not in ("frozen", "finetune"):
-        raise ConfigError(f"deep.mode must be frozen or finetune, not {config.deep.mode!r}")
-    if config.deep.precision not in PRECISIONS:
-        raise ConfigError(f"deep.precision must be one of {', '.join(PRECISIONS)}, not {config.deep.precision!r}")
+    for name, allowed in CHOICES.items():
+        section, key = name.split(".")
+        value = getattr(getattr(config, section), key)
+        if value not in allowed:
+            raise ConfigError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    unknown = [name for name in config.deep.baselines if name not in BACKBONES]
+    if unknown:
+        raise ConfigError(f"deep.baselines: unknown backbone(s) {', '.join(map(repr, unknown))}; "
+                          f"known: {', '.join(BACKBONES)}")
     config.raw = {name: config.section(name) for name in (*PIPELINE_SECTIONS, "analysis")}
     return config

@@ -25,7 +25,7 @@ from mmdlr.io.manifest import Manifest, parse_label, read_manifest
 from mmdlr.io.validate import validate_manifest
 from mmdlr.parallel import dask_client
 from mmdlr.pipeline.baselines import baselines_stage
-from mmdlr.pipeline.bundle import bundle_overrides, run_bundle_config
+from mmdlr.pipeline.bundle import bundle_overrides, run_bundle_config, write_patient_list
 from mmdlr.pipeline.config import RunConfig
 from mmdlr.pipeline.provenance import input_hashes, write_provenance
 from mmdlr.pipeline.stages import StageRunner, code_version
@@ -68,12 +68,13 @@ def _deep_stage(manifest: Manifest, config: RunConfig, out: Path) -> list[Path]:
     written = []
     for modality in manifest.modalities:
         log.info("deep features: %s (%s, %s)", modality, deep.backbone, deep.mode)
-        common = bundle_overrides(config, out / "deep", modality) | {"manifest": str(manifest.path)}
-        run_bundle_config("train", "train", **common, weights=deep.weights, mode=deep.mode,
-                          max_epochs=deep.max_epochs, batch_size=deep.batch_size,
-                          learning_rate=deep.learning_rate, seed=deep.seed)
+        run_bundle_config("train", "train", **bundle_overrides(
+            config, out / "deep", modality, manifest=str(manifest.path), weights=deep.weights, mode=deep.mode,
+            max_epochs=deep.max_epochs, batch_size=deep.batch_size, learning_rate=deep.learning_rate,
+            seed=deep.seed))
         output = out / "features" / f"deep_{modality}.csv"
-        run_bundle_config("inference", **common, output_path=str(output))
+        run_bundle_config("inference", **bundle_overrides(config, out / "deep", modality,
+                                                          manifest=str(manifest.path), output_path=str(output)))
         written += [output, out / "deep" / "models" / modality / "model.pt"]
     return written
 
@@ -106,8 +107,10 @@ def _gradcam_stage(manifest: Manifest, config: RunConfig, out: Path) -> list[Pat
                                  usecols=["patient_id", "label", "split", "head_prob_malignant"])
         cases = gradcam_cases(deep_table, config.report.gradcam_cases)
         target = out / "gradcam" / modality
-        run_bundle_config("gradcam", **bundle_overrides(config, out / "deep", modality), manifest=str(manifest.path),
-                          gradcam_dir=str(target), patients=",".join(cases["patient_id"]), num_patients=len(cases))
+        patients_file = write_patient_list(cases["patient_id"], target / "patients.json")
+        run_bundle_config("gradcam", **bundle_overrides(config, out / "deep", modality, manifest=str(manifest.path),
+                                                        gradcam_dir=str(target), patients_file=str(patients_file),
+                                                        num_patients=len(cases)))
         written.append(write_csv(cases, target / "cases.csv"))
     return written
 
