@@ -43,3 +43,11 @@ def test_overrides_reach_every_section():
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_run_config(CONFIG_DIR / "paper.yaml", [override])
+
+
+def test_io_max_decoded_mb_is_validated_and_read(monkeypatch):
+    assert load_run_config(CONFIG_DIR / "paper.yaml").io.max_decoded_mb == 2048
+    assert load_run_config(CONFIG_DIR / "paper.yaml", ["io.max_decoded_mb=64"]).io.max_decoded_mb == 64
+    for bad in ("0", "big"):
+        with pytest.raises(ConfigError, match="io.max_decoded_mb"):
+            load_run_config(CONFIG_DIR / "paper.yaml", [f"io.max_decoded_mb={bad}"])

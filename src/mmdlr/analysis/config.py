@@ -14,7 +14,7 @@ from mmdlr.io.manifest import modality_name_problem
 FAMILIES = ("radiomics", "deep", "radiomics+deep")
 PROTOCOLS = ("holdout", "nested_cv")
 BACKENDS = ("loky", "threading", "dask")
-PIPELINE_SECTIONS = ("roi", "radiomics", "deep", "report")  # read by `mmdlr run`, ignored here
+PIPELINE_SECTIONS = ("io", "roi", "radiomics", "deep", "report")  # read by `mmdlr run`, ignored here
 
 
 class ConfigError(ValueError):

@@ -15,6 +15,7 @@ import yaml
 from mmdlr.analysis.config import PIPELINE_SECTIONS, AnalysisConfig, ConfigError, config_from_dict
 from mmdlr.deep.backbones import BACKBONES
 from mmdlr.deep.features import PRECISIONS
+from mmdlr.io.limits import CLI_MAX_DECODED_MB
 from mmdlr.pipeline.bundle import refuse_parsed_strings
 from mmdlr.roi.cache import RoiSettings
 
@@ -22,6 +23,13 @@ from mmdlr.roi.cache import RoiSettings
 CHOICES = {"radiomics.dimension": ("2d", "3d"), "deep.backbone": tuple(BACKBONES),
            "deep.mode": ("frozen", "finetune"), "deep.precision": PRECISIONS,
            "roi.margin_unit": ("pixel", "percent")}
+
+
+@dataclass
+class IoSection:
+    """Reading untrusted files: an image whose header declares more decoded MB than this is refused."""
+
+    max_decoded_mb: float = CLI_MAX_DECODED_MB
 
 
 @dataclass
@@ -63,6 +71,7 @@ class ReportSection:
 class RunConfig:
     """Everything `mmdlr run` needs; ``analysis`` is validated by the analysis stage's own loader."""
 
+    io: IoSection = field(default_factory=IoSection)
     roi: RoiSettings = field(default_factory=RoiSettings)
     radiomics: RadiomicsSection = field(default_factory=RadiomicsSection)
     deep: DeepSection = field(default_factory=DeepSection)
@@ -141,6 +150,7 @@ def run_config_from_dict(values: dict) -> RunConfig:
     values.update(values.pop("analysis", None) or {})
     pipeline = {name: values.pop(name, None) for name in PIPELINE_SECTIONS}
     config = RunConfig(
+        io=_section(IoSection, pipeline["io"], "io"),
         roi=_section(RoiSettings, pipeline["roi"], "roi"),
         radiomics=_section(RadiomicsSection, pipeline["radiomics"], "radiomics"),
         deep=_section(DeepSection, pipeline["deep"], "deep"),
@@ -152,6 +162,8 @@ def run_config_from_dict(values: dict) -> RunConfig:
         value = getattr(getattr(config, section), key)
         if value not in allowed:
             raise ConfigError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    if not config.io.max_decoded_mb > 0:
+        raise ConfigError(f"io.max_decoded_mb must be a positive number of MB, not {config.io.max_decoded_mb!r}")
     unknown = [name for name in config.deep.baselines if name not in BACKBONES]
     if unknown:
         raise ConfigError(f"deep.baselines: unknown backbone(s) {', '.join(map(repr, unknown))}; "

@@ -21,6 +21,7 @@ from mmdlr.analysis.runner import run_analysis
 from mmdlr.atomic import write_csv
 from mmdlr.errors import ManifestError
 from mmdlr.evaluate import holdout_fold
+from mmdlr.io.limits import set_max_decoded_mb
 from mmdlr.io.manifest import Manifest, parse_label, read_manifest
 from mmdlr.io.validate import validate_manifest
 from mmdlr.parallel import dask_client
@@ -120,6 +121,7 @@ def run_pipeline(manifest_path: str | Path, config: RunConfig, out_dir: str | Pa
     """Run every stage (skipping finished ones) and write the report and provenance."""
     from mmdlr.report.html import write_report
 
+    set_max_decoded_mb(config.io.max_decoded_mb)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     unknown = set(force) - set(STAGES)
