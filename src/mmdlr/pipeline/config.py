@@ -162,6 +162,9 @@ def run_config_from_dict(values: dict) -> RunConfig:
         value = getattr(getattr(config, section), key)
         if value not in allowed:
             raise ConfigError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    if config.deep.enabled and config.deep.mode == "finetune" and config.analysis.protocol == "nested_cv":
+        raise ConfigError("deep.mode finetune with protocol nested_cv would train the network on the outer test "
+                          "folds; use deep.mode frozen (the paper's protocol) or protocol holdout")
     if not config.io.max_decoded_mb > 0:
         raise ConfigError(f"io.max_decoded_mb must be a positive number of MB, not {config.io.max_decoded_mb!r}")
     unknown = [name for name in config.deep.baselines if name not in BACKBONES]
