@@ -1,4 +1,4 @@
-"""Metrics, DeLong, bootstrap and resampled-t intervals, and the train/test protocols."""
+"""Metrics, DeLong, resampled-t intervals, the result rows' intervals and notes, and the train/test protocols."""
 
 import numpy as np
 import pandas as pd
@@ -6,16 +6,17 @@ import pytest
 from scipy.stats import norm, t
 from sklearn.metrics import brier_score_loss, confusion_matrix, roc_auc_score
 
+from mmdlr.analysis.grid import SINGLE, GridRow
+from mmdlr.analysis.summary import holdout_row, markdown_table, nested_row, result_table
 from mmdlr.evaluate import (
     OneClassFoldError,
+    auc_ci,
     binary_metrics,
-    bootstrap_ci,
-    bootstrap_metrics,
     corrected_t_ci,
     delong_auc_variance,
-    delong_ci,
     delong_test,
     holdout_fold,
+    proportion_counts,
     repeated_folds,
     require_both_classes,
     sensitivity,
@@ -71,25 +72,6 @@ def test_fast_delong_matches_definition_with_ties():
     assert variance == pytest.approx(expected_variance)
 
 
-def test_delong_variance_agrees_with_bootstrap_variance():
-    rng = np.random.default_rng(2)
-    y = np.r_[np.zeros(60), np.ones(60)].astype(int)
-    score = y * 1.0 + rng.normal(size=120)
-    _, variance = delong_auc_variance(y, score)
-    bootstrap_variance = bootstrap_metrics(y, score, n_boot=4000, seed=0)["auc"].var()
-    assert bootstrap_variance == pytest.approx(variance, rel=0.25)
-
-
-def test_delong_ci_is_normal_interval():
-    rng = np.random.default_rng(3)
-    y = np.r_[np.zeros(30), np.ones(30)].astype(int)
-    score = y + rng.normal(size=60)
-    auc, low, high = delong_ci(y, score)
-    _, variance = delong_auc_variance(y, score)
-    assert (high - low) / 2 == pytest.approx(norm.ppf(0.975) * np.sqrt(variance))
-    assert low < auc < high
-
-
 def test_paired_delong_identical_predictions_p_one_and_different_small_p():
     rng = np.random.default_rng(4)
     y = np.r_[np.zeros(100), np.ones(100)].astype(int)
@@ -101,30 +83,14 @@ def test_paired_delong_identical_predictions_p_one_and_different_small_p():
     assert delong_test(y, good, good + 1e-9 * rng.normal(size=200))[1] > 0.9
 
 
-def test_bootstrap_is_seeded_stratified_and_matches_point_auc():
-    rng = np.random.default_rng(5)
-    y = np.r_[np.zeros(20), np.ones(30)].astype(int)
-    p = rng.random(50)
-    first, second = bootstrap_ci(y, p, n_boot=300, seed=7), bootstrap_ci(y, p, n_boot=300, seed=7)
-    assert first == second
-    resampled = bootstrap_metrics(y, p, n_boot=300, seed=7)
-    assert resampled["auc"].median() == pytest.approx(roc_auc_score(y, p), abs=0.05)
-    assert set(np.round(resampled["sensitivity"] * 30, 6)) <= set(range(31))  # 30 positives in every resample
-
-
-@pytest.mark.parametrize("method", ["delong", "bootstrap"])
-def test_auc_ci_coverage_on_simulated_binormal_data(method):
+def test_logit_delong_coverage_on_simulated_binormal_data():
     """95% CIs cover the true AUC (binormal, d' = 1) in roughly 90-99% of 200 simulated studies."""
     rng = np.random.default_rng(11)
     true_auc = norm.cdf(1 / np.sqrt(2))
     covered = 0
-    for study in range(200):
+    for _ in range(200):
         y = np.r_[np.zeros(40), np.ones(40)].astype(int)
-        score = y + rng.normal(size=80)
-        if method == "delong":
-            _, low, high = delong_ci(y, score)
-        else:
-            low, high = bootstrap_ci(y, score, n_boot=300, seed=study)["auc"]
+        _, (low, high, _) = auc_ci(y, y + rng.normal(size=80))
         covered += low <= true_auc <= high
     assert 0.88 <= covered / 200 <= 0.99
 
@@ -139,12 +105,73 @@ def test_corrected_t_ci_formula():
     assert corrected_t_ci([0.8, np.nan, 0.6], 0.25)[0] == pytest.approx(0.7)
 
 
+def test_corrected_t_ci_has_no_zero_width_interval():
+    mean, low, high = corrected_t_ci([1.0, 1.0, np.nan, 1.0], 0.25)
+    assert mean == 1.0 and np.isnan(low) and np.isnan(high)
+
+
+def test_proportion_counts_match_the_confusion_matrix():
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+    p = np.array([0.9, 0.8, 0.7, 0.2, 0.1, 0.3, 0.2, 0.4, 0.6, 0.5])
+    tn, fp, fn, tp = confusion_matrix(y, p >= 0.5).ravel()
+    assert proportion_counts(y, p, 0.5) == {"accuracy": (tp + tn, 10), "sensitivity": (tp, 4), "specificity": (tn, 6)}
+
+
 def test_youden_threshold_separates_perfectly_separable_training_scores():
     y = np.array([0, 0, 0, 1, 1, 1])
     p = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.8])
     threshold = youden_threshold(y, p)
     assert 0.3 < threshold <= 0.6
     assert ((p >= threshold) == y).all()
+
+
+def _predictions(labels, probabilities, fold="holdout", ids=None):
+    ids = [f"P{i:02d}" for i in range(len(labels))] if ids is None else ids
+    return pd.DataFrame({"patient_id": ids, "fold": fold, "label": labels, "probability": probabilities,
+                         "threshold": 0.5, "classifier": "LR"})
+
+
+def test_holdout_row_perfect_test_set_keeps_honest_intervals():
+    labels = np.r_[np.zeros(30), np.ones(12)].astype(int)
+    row = holdout_row(_predictions(labels, 0.2 + 0.6 * labels), n_boot=200, seed=0)
+    assert row["accuracy"] == 1.0 and row["accuracy_low"] == pytest.approx(0.916, abs=5e-4)
+    assert row["sensitivity_low"] == pytest.approx(12 / (12 + norm.ppf(0.975) ** 2))  # Wilson at 12/12
+    assert row["auc"] == 1.0 and 0.8 < row["auc_low"] < 1.0 and "Newcombe" in row["ci_note"]
+    assert "Wilson" in row["ci_method"] and "logit" in row["ci_method"] and "groups" in row["ci_method"]
+
+
+def test_holdout_row_undefined_intervals_are_nan_with_reasons_in_the_table():
+    row = holdout_row(_predictions([0, 0, 0, 0, 1], [0.1, 0.2, 0.6, 0.3, 0.9]), n_boot=200, seed=0)
+    assert np.isnan(row["auc_low"]) and np.isnan(row["auc_high"]) and "1 malignant" in row["ci_note"]
+    assert np.isnan(row["brier_low"]) and "bootstrap needs 2 groups" in row["ci_note"]
+    table = result_table([GridRow("radiomics", "US", SINGLE, ())], {("radiomics", "US"): row})
+    assert table.loc[0, "AUC [95% CI]"] == "1.000" and table.loc[0, "ci_note"] == row["ci_note"]
+    assert "\n* US: AUC CI undefined: DeLong variance needs 2 cases per class" in markdown_table(table, "Table")
+
+
+def test_holdout_row_bootstraps_groups_and_says_when_the_test_set_holds_them():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.r_[np.zeros(25), np.ones(15)].astype(int), 3)
+    probabilities = np.repeat(np.clip(0.3 * labels[::3] + 0.7 * rng.random(40), 0, 1), 3)
+    frame = _predictions(labels, probabilities)
+    groups = pd.Series(np.repeat(np.arange(40), 3).astype(str), index=frame["patient_id"])
+    grouped = holdout_row(frame, n_boot=500, seed=0, groups=groups)
+    independent = holdout_row(frame, n_boot=500, seed=0)
+    assert (grouped["brier_high"] - grouped["brier_low"]) > 1.4 * (independent["brier_high"] - independent["brier_low"])
+    assert "40 groups hold several test patients" in grouped["ci_note"] and independent["ci_note"] == ""
+
+
+def test_nested_row_perfect_in_every_fold_falls_back_to_score_intervals():
+    labels = np.r_[np.zeros(30), np.ones(20)].astype(int)
+    ids = [f"P{i:02d}" for i in range(50)]
+    folds = [_predictions(labels[k::5], 0.1 + 0.8 * labels[k::5], f"r{r}f{k}", ids[k::5])
+             for r in (1, 2) for k in range(5)]
+    row = nested_row(pd.concat(folds), outer_folds=5, repeats=2, n_boot=200, seed=0)
+    assert row["accuracy"] == 1.0 and row["accuracy_low"] == pytest.approx(50 / (50 + norm.ppf(0.975) ** 2))
+    assert row["auc"] == 1.0 and 0.8 < row["auc_low"] < 1.0
+    assert "accuracy 1.000 in all 10 folds: Wilson" in row["ci_note"]
+    assert "auc 1.000 in all 10 folds: Newcombe" in row["ci_note"]
+    assert row["pooled_auc"] == 1.0 and row["pooled_auc_low"] < 1.0 and "pooled OOF AUC = 1.000" in row["ci_note"]
 
 
 def _cohort(n=50, groups=None):

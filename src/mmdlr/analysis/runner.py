@@ -25,7 +25,7 @@ from mmdlr.analysis.plots import plot_calibration, plot_roc
 from mmdlr.analysis.summary import (delong_comparison, holdout_row, markdown_table, nested_row, pooled_predictions,
                                     result_table)
 from mmdlr.atomic import atomic_path, write_csv
-from mmdlr.evaluate import Fold, holdout_fold, repeated_folds
+from mmdlr.evaluate import Fold, holdout_fold, patient_groups, repeated_folds
 from mmdlr.io.manifest import Manifest
 from mmdlr.parallel import dask_client
 
@@ -105,7 +105,7 @@ def run_analysis(features_dir: str | Path, out_dir: str | Path, config: Analysis
     predictions = pd.concat([outcome.predictions for outcome in evaluated], ignore_index=True)
     write_csv(predictions[PREDICTION_COLUMNS], results_dir / "predictions.csv")
     pooled = _pooled_by_method(predictions)
-    tables = _write_tables(rows, predictions, pooled, config, results_dir)
+    tables = _write_tables(rows, predictions, pooled, config, results_dir, patient_groups(features.groups))
     _write_comparisons(rows, tables, pooled, results_dir)
     write_csv(pd.DataFrame([vars(row) for row in skipped], columns=["family", "method", "reason"]),
               results_dir / "skipped_rows.csv")
@@ -154,14 +154,14 @@ def _fold_name(fold: Fold | None) -> str:
     return "all" if fold is None else fold.name
 
 
-def _write_tables(rows, predictions, pooled, config, results_dir) -> dict[str, pd.DataFrame]:
+def _write_tables(rows, predictions, pooled, config, results_dir, groups) -> dict[str, pd.DataFrame]:
     summaries = {}
     for (family, method), frame in predictions.groupby(["family", "method"], sort=False):
         if config.protocol == "holdout":
-            summaries[(family, method)] = holdout_row(frame, config.bootstrap.n, config.bootstrap.seed)
+            summaries[(family, method)] = holdout_row(frame, config.bootstrap.n, config.bootstrap.seed, groups)
         else:
             summaries[(family, method)] = nested_row(frame, config.nested_cv.outer_folds, config.nested_cv.repeats,
-                                                     config.bootstrap.n, config.bootstrap.seed)
+                                                     config.bootstrap.n, config.bootstrap.seed, groups)
     tables = {}
     for family in dict.fromkeys(row.family for row in rows):
         family_rows = [row for row in rows if row.family == family]

@@ -9,59 +9,114 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from mmdlr.analysis.grid import GridRow
-from mmdlr.evaluate import binary_metrics, bootstrap_ci, corrected_t_ci, delong_ci, delong_test
+from mmdlr.evaluate import (Interval, auc_ci, binary_metrics, corrected_t_ci, delong_test, group_bootstrap_ci,
+                            newcombe_auc_ci, proportion_counts, wilson_ci)
 
 METRICS = ("accuracy", "auc", "sensitivity", "specificity")
-HOLDOUT_CI = ("AUC: DeLong; accuracy, sensitivity, specificity: class-stratified bootstrap percentile "
-              "(n={n}, seed={seed}) on the test set")
-NESTED_CI = ("mean of {folds} outer folds ({repeats} x {k}-fold) with Nadeau-Bengio corrected resampled t 95% CI; "
-             "pooled_auc: AUC of each patient's OOF probability averaged over repeats, bootstrap percentile CI "
-             "(n={n}, seed={seed})")
+HOLDOUT_CI = ("accuracy, sensitivity, specificity: Wilson score (Wilson 1927); AUC: DeLong variance (DeLong et al. "
+              "1988) on the logit scale (Pepe 2003; Qin & Hotilovac 2008), Newcombe score interval (Newcombe 2006) "
+              "where the AUC is 0 or 1; Brier: class-stratified BCa bootstrap over groups of patients (Efron 1987; "
+              "n={n}, seed={seed}); on the test set")
+NESTED_CI = ("mean of {folds} outer folds ({repeats} x {k}-fold) with Nadeau-Bengio corrected resampled t 95% CI "
+             "(Nadeau & Bengio 2003); where a metric is equal in every fold, Wilson (proportions) or Newcombe (AUC) "
+             "score interval on the out-of-fold counts of one repeat; pooled_auc: AUC of each patient's OOF "
+             "probability averaged over repeats, class-stratified BCa bootstrap over groups of patients (Efron 1987; "
+             "n={n}, seed={seed})")
 TABLE_COLUMNS = ["method", "n_patients", "accuracy", "accuracy_low", "accuracy_high", "auc", "auc_low", "auc_high",
                  "sensitivity", "sensitivity_low", "sensitivity_high", "specificity", "specificity_low",
-                 "specificity_high", "brier", "threshold", "classifier", "AUC [95% CI]", "Sensitivity [95% CI]",
-                 "Specificity [95% CI]", "ci_method"]
+                 "specificity_high", "brier", "brier_low", "brier_high", "threshold", "classifier",
+                 "Accuracy [95% CI]", "AUC [95% CI]", "Sensitivity [95% CI]", "Specificity [95% CI]", "Brier [95% CI]",
+                 "ci_method", "ci_note"]
 NESTED_COLUMNS = ["n_folds", "pooled_auc", "pooled_auc_low", "pooled_auc_high"]
+FORMATTED = {"accuracy": "Accuracy", "auc": "AUC", "sensitivity": "Sensitivity", "specificity": "Specificity",
+             "brier": "Brier"}
 
 
 def _both_classes(labels) -> bool:
     return len(np.unique(labels)) == 2
 
 
-def holdout_row(predictions: pd.DataFrame, n_boot: int, seed: int) -> dict:
-    """Test-set metrics of one method, AUC CI by DeLong, the others by bootstrap."""
+def _store(summary: dict, notes: list[str], metric: str, interval: Interval) -> None:
+    summary[f"{metric}_low"], summary[f"{metric}_high"] = interval.low, interval.high
+    if interval.note:
+        notes.append(interval.note)
+
+
+def _groups_of(predictions: pd.DataFrame, groups: pd.Series | None) -> np.ndarray | None:
+    return None if groups is None else predictions["patient_id"].map(groups).to_numpy()
+
+
+def holdout_row(predictions: pd.DataFrame, n_boot: int, seed: int, groups: pd.Series | None = None) -> dict:
+    """Test-set metrics of one method with the intervals named in ``HOLDOUT_CI``; ``ci_note`` says why an
+    interval is NaN or which fallback gave it. ``groups``: group of each patient id (see ``patient_groups``)."""
     y, probability = predictions["label"].to_numpy(), predictions["probability"].to_numpy()
     threshold = float(predictions["threshold"].iloc[0])
-    summary = binary_metrics(y, probability, threshold)
-    intervals = bootstrap_ci(y, probability, threshold, n_boot, seed)
-    if _both_classes(y):
-        _, *intervals["auc"] = delong_ci(y, probability)
-    for metric in METRICS:
-        summary[f"{metric}_low"], summary[f"{metric}_high"] = intervals[metric]
+    summary, notes = binary_metrics(y, probability, threshold), []
+    for metric, (successes, trials) in proportion_counts(y, probability, threshold).items():
+        interval = wilson_ci(successes, trials)
+        _store(summary, notes, metric, interval._replace(note=interval.note and f"{metric} CI {interval.note}"))
+    _store(summary, notes, "auc", auc_ci(y, probability)[1])
+    test_groups = _groups_of(predictions, groups)
+    _store(summary, notes, "brier", group_bootstrap_ci(y, probability, test_groups, "brier", n_boot, seed))
+    if test_groups is not None:
+        shared = int((pd.Series(test_groups).value_counts() > 1).sum())
+        if shared:
+            notes.append(f"{shared} groups hold several test patients: Wilson and DeLong intervals treat them as "
+                         "independent (too narrow); the Brier bootstrap resamples groups")
     return {**summary, "n_patients": len(y), "threshold": threshold,
             "classifier": predictions["classifier"].iloc[0],
-            "ci_method": HOLDOUT_CI.format(n=n_boot, seed=seed)}
+            "ci_method": HOLDOUT_CI.format(n=n_boot, seed=seed), "ci_note": "; ".join(notes)}
 
 
-def nested_row(predictions: pd.DataFrame, outer_folds: int, repeats: int, n_boot: int, seed: int) -> dict:
-    """Fold-mean metrics with corrected resampled t CIs, plus the pooled-OOF AUC with a bootstrap CI."""
+def _fold_interval(metric: str, fold_values: pd.Series, outer_folds: int, repeats: int,
+                   predictions: pd.DataFrame) -> tuple[float, Interval]:
+    """Fold mean and its corrected t interval clipped to [0, 1]. Where every fold gives the same value the t
+    interval has zero width: proportions get the Wilson and the AUC the Newcombe score interval on the
+    out-of-fold counts of one repeat (all repeats' counts divided by ``repeats``)."""
+    mean, low, high = corrected_t_ci(fold_values, 1 / (outer_folds - 1))
+    defined = fold_values.dropna()
+    if not np.isnan(low):
+        return mean, Interval(max(low, 0.0), min(high, 1.0))
+    if len(defined) < 2 or metric == "brier":
+        return mean, Interval(np.nan, np.nan, f"{metric} CI undefined: {len(defined)} fold(s) give a value"
+                                        + (", all equal" if len(defined) >= 2 else ""))
+    if metric == "auc":
+        labels = pooled_predictions(predictions)["label"]
+        interval, method = newcombe_auc_ci(mean, int((labels == 1).sum()), int((labels == 0).sum())), "Newcombe"
+    else:
+        counts = [proportion_counts(fold["label"], fold["probability"], float(fold["threshold"].iloc[0]))[metric]
+                  for _, fold in predictions.groupby("fold", sort=False)]
+        successes, trials = np.sum(counts, axis=0) / repeats
+        interval, method = wilson_ci(round(successes), round(trials)), "Wilson"
+    return mean, interval._replace(note=f"{metric} {mean:.3f} in all {len(defined)} folds: {method} score interval "
+                                        "on the out-of-fold counts of one repeat (corrected t has zero width)")
+
+
+def nested_row(predictions: pd.DataFrame, outer_folds: int, repeats: int, n_boot: int, seed: int,
+               groups: pd.Series | None = None) -> dict:
+    """Fold-mean metrics with corrected resampled t CIs, plus the pooled-OOF AUC with a group bootstrap CI
+    (methods in ``NESTED_CI``; ``ci_note`` names every fallback and every NaN interval)."""
     per_fold = pd.DataFrame([
         binary_metrics(fold["label"], fold["probability"], float(fold["threshold"].iloc[0]))
         for _, fold in predictions.groupby("fold", sort=False)
     ])
-    summary = {}
-    for metric in METRICS:  # proportions: the t interval is clipped to [0, 1]
-        mean, low, high = corrected_t_ci(per_fold[metric], 1 / (outer_folds - 1))
-        summary[metric], summary[f"{metric}_low"], summary[f"{metric}_high"] = mean, max(low, 0.0), min(high, 1.0)
+    summary, notes = {}, []
+    for metric in (*METRICS, "brier"):
+        summary[metric], interval = _fold_interval(metric, per_fold[metric], outer_folds, repeats, predictions)
+        _store(summary, notes, metric, interval)
     pooled = pooled_predictions(predictions)
-    pooled_auc = roc_auc_score(pooled["label"], pooled["probability"]) if _both_classes(pooled["label"]) else np.nan
-    low, high = bootstrap_ci(pooled["label"], pooled["probability"], 0.5, n_boot, seed)["auc"]
+    pooled_groups = _groups_of(pooled, groups)
+    pooled_auc, interval = auc_ci(pooled["label"], pooled["probability"])
+    if not interval.note:  # no fallback needed: bootstrap over groups (the fixed-set interval ignores them)
+        interval = group_bootstrap_ci(pooled["label"], pooled["probability"], pooled_groups, "auc", n_boot, seed)
+    _store(summary, notes, "pooled_auc", interval._replace(note=interval.note and f"pooled OOF {interval.note}"))
     chosen = Counter(predictions.drop_duplicates("fold")["classifier"])
-    return {**summary, "brier": float(per_fold["brier"].mean()), "n_patients": len(pooled),
+    return {**summary, "n_patients": len(pooled),
             "threshold": float(predictions.drop_duplicates("fold")["threshold"].mean()),
             "classifier": ", ".join(f"{name} ({count}/{len(per_fold)})" for name, count in chosen.most_common()),
-            "n_folds": len(per_fold), "pooled_auc": pooled_auc, "pooled_auc_low": low, "pooled_auc_high": high,
-            "ci_method": NESTED_CI.format(folds=len(per_fold), repeats=repeats, k=outer_folds, n=n_boot, seed=seed)}
+            "n_folds": len(per_fold), "pooled_auc": pooled_auc,
+            "ci_method": NESTED_CI.format(folds=len(per_fold), repeats=repeats, k=outer_folds, n=n_boot, seed=seed),
+            "ci_note": "; ".join(notes)}
 
 
 def pooled_predictions(predictions: pd.DataFrame) -> pd.DataFrame:
@@ -81,19 +136,17 @@ def result_table(rows: list[GridRow], summaries: dict[tuple[str, str], dict]) ->
     records = [{"method": row.method, **summaries[(row.family, row.method)]}
                for row in rows if (row.family, row.method) in summaries]
     table = pd.DataFrame(records)
-    for metric, label in (("auc", "AUC"), ("sensitivity", "Sensitivity"), ("specificity", "Specificity")):
+    for metric, label in FORMATTED.items():
         table[f"{label} [95% CI]"] = [_ci_text(*values) for values in
                                       table[[metric, f"{metric}_low", f"{metric}_high"]].to_numpy()]
     extra = [column for column in NESTED_COLUMNS if column in table.columns]
-    return table[TABLE_COLUMNS[:-1] + extra + TABLE_COLUMNS[-1:]]
+    return table[TABLE_COLUMNS[:-2] + extra + TABLE_COLUMNS[-2:]]
 
 
 def markdown_table(table: pd.DataFrame, title: str) -> str:
-    """The table as Markdown in the paper's layout, with the CI method as a note."""
-    shown = table.rename(columns={"method": "Methods", "accuracy": "Accuracy", "brier": "Brier",
-                                  "classifier": "Classifier"})
-    columns = ["Methods", "Accuracy", "AUC [95% CI]", "Sensitivity [95% CI]", "Specificity [95% CI]", "Brier",
-               "Classifier"]
+    """The table as Markdown in the paper's layout, with the CI methods and the rows' CI notes below."""
+    shown = table.rename(columns={"method": "Methods", "classifier": "Classifier"})
+    columns = ["Methods", *(f"{label} [95% CI]" for label in FORMATTED.values()), "Classifier"]
     if "pooled_auc" in table.columns:
         shown["Pooled OOF AUC [95% CI]"] = [_ci_text(*values) for values in
                                             table[["pooled_auc", "pooled_auc_low", "pooled_auc_high"]].to_numpy()]
@@ -102,8 +155,9 @@ def markdown_table(table: pd.DataFrame, title: str) -> str:
              for record in shown[columns].itertuples(index=False)]
     lines = [f"## {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(record) + " |" for record in cells]
-    notes = "; ".join(dict.fromkeys(table["ci_method"])) if len(table) else ""
-    lines += ["", f"95% confidence intervals: {notes}.",
+    methods = "; ".join(dict.fromkeys(table["ci_method"])) if len(table) else ""
+    lines += ["", f"95% confidence intervals: {methods}.",
+              *(f"* {method}: {note}." for method, note in zip(table["method"], table["ci_note"]) if note),
               "Specificity = TN / (TN + FP) (the paper's Eq. 3 prints FP / (FP + TN)).", ""]
     return "\n".join(lines)
 

@@ -1,8 +1,9 @@
 """Metrics, confidence intervals, DeLong tests and train/test protocols."""
 
-from mmdlr.evaluate.bootstrap import BOOTSTRAP_METRICS, bootstrap_ci, bootstrap_metrics, percentile_ci
-from mmdlr.evaluate.delong import delong_auc_variance, delong_ci, delong_covariance, delong_test
-from mmdlr.evaluate.metrics import binary_metrics, sensitivity, specificity, youden_threshold
+from mmdlr.evaluate.bootstrap import BOOTSTRAP_STATISTICS, group_bootstrap_ci
+from mmdlr.evaluate.delong import delong_auc_variance, delong_covariance, delong_test
+from mmdlr.evaluate.interval import Interval, auc_ci, newcombe_auc_ci, wilson_ci
+from mmdlr.evaluate.metrics import binary_metrics, proportion_counts, sensitivity, specificity, youden_threshold
 from mmdlr.evaluate.resampled_t import corrected_t_ci
 from mmdlr.evaluate.splits import (
     Fold,
@@ -15,24 +16,26 @@ from mmdlr.evaluate.splits import (
 )
 
 __all__ = [
-    "BOOTSTRAP_METRICS",
+    "BOOTSTRAP_STATISTICS",
     "Fold",
+    "Interval",
     "OneClassFoldError",
     "StratifiedFoldsWithGroups",
+    "auc_ci",
     "binary_metrics",
-    "bootstrap_ci",
-    "bootstrap_metrics",
     "corrected_t_ci",
     "delong_auc_variance",
-    "delong_ci",
     "delong_covariance",
     "delong_test",
+    "group_bootstrap_ci",
     "holdout_fold",
+    "newcombe_auc_ci",
     "patient_groups",
-    "percentile_ci",
+    "proportion_counts",
     "repeated_folds",
     "require_both_classes",
     "sensitivity",
     "specificity",
+    "wilson_ci",
     "youden_threshold",
 ]

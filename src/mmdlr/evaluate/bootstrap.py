@@ -1,48 +1,71 @@
-"""Seeded, class-stratified percentile bootstrap of the threshold metrics and the AUC."""
+"""Seeded BCa bootstrap over groups of patients, class-stratified (scipy.stats.bootstrap).
+
+Groups (e.g. duplicate images of one lesion) are drawn with replacement, so correlated patients leave
+or enter a resample together (the cluster bootstrap; Davison & Hinkley 1997, section 3.8). Groups that
+hold a malignant case and groups that do not are resampled separately, as two samples, so the class
+balance stays about fixed. The interval is BCa (Efron 1987, JASA 82:171–185).
+"""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
-import pandas as pd
-from scipy.stats import mannwhitneyu
+from scipy.stats import DegenerateDataWarning, bootstrap
 
-BOOTSTRAP_METRICS = ("accuracy", "auc", "sensitivity", "specificity")
+from mmdlr.evaluate.interval import NAN, Interval
 
 
-def bootstrap_metrics(y_true, probability, threshold: float = 0.5, n_boot: int = 2000, seed: int = 42) -> pd.DataFrame:
-    """Metrics of ``n_boot`` resamples drawn with replacement within each class (class sizes fixed).
+def _weighted_brier(y_true: np.ndarray, probability: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Brier score of each weight row (a patient drawn k times has weight k)."""
+    return weights @ (probability - y_true) ** 2 / weights.sum(axis=1)
 
-    AUC is the Mann-Whitney U of the resample divided by (positives x negatives).
+
+def _weighted_auc(y_true: np.ndarray, probability: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Mann-Whitney AUC of each weight row: weighted share of (malignant, benign) pairs ranked right."""
+    positive = y_true == 1
+    wins = probability[positive][:, None] > probability[~positive][None, :]
+    ties = probability[positive][:, None] == probability[~positive][None, :]
+    w_pos, w_neg = weights[:, positive], weights[:, ~positive]
+    return ((w_pos @ (wins + 0.5 * ties)) * w_neg).sum(axis=1) / (w_pos.sum(axis=1) * w_neg.sum(axis=1))
+
+
+BOOTSTRAP_STATISTICS = {"auc": _weighted_auc, "brier": _weighted_brier}
+
+
+def group_bootstrap_ci(y_true, probability, groups=None, metric: str = "brier", n_boot: int = 2000,
+                       seed: int = 42, alpha: float = 0.05) -> Interval:
+    """BCa (1 - alpha) interval of ``metric`` ("auc" or "brier") resampling ``groups`` (one per patient;
+    None: every patient its own group), stratified by whether a group holds a malignant case.
+
+    NaN with the reason when a stratum has fewer than 2 groups or every resample gives the same value.
     """
     y_true = np.asarray(y_true).astype(int)
     probability = np.asarray(probability, dtype=float)
-    positives, negatives = probability[y_true == 1], probability[y_true == 0]
-    m, n = len(positives), len(negatives)
-    rng = np.random.default_rng(seed)
-    pos = positives[rng.integers(0, m, size=(n_boot, m))] if m else np.empty((n_boot, 0))
-    neg = negatives[rng.integers(0, n, size=(n_boot, n))] if n else np.empty((n_boot, 0))
-    true_positives, true_negatives = (pos >= threshold).sum(axis=1), (neg < threshold).sum(axis=1)
-    nan = np.full(n_boot, np.nan)
-    auc = mannwhitneyu(pos, neg, axis=1, method="asymptotic").statistic / (m * n) if m and n else nan
-    return pd.DataFrame({
-        "accuracy": (true_positives + true_negatives) / (m + n),
-        "auc": auc,
-        "sensitivity": true_positives / m if m else nan,
-        "specificity": true_negatives / n if n else nan,
-    })
+    codes, group_of_patient = np.unique(np.arange(len(y_true)) if groups is None else np.asarray(groups),
+                                        return_inverse=True)
+    malignant_group = np.zeros(len(codes), bool)
+    malignant_group[group_of_patient[y_true == 1]] = True
+    strata = [np.flatnonzero(malignant_group), np.flatnonzero(~malignant_group)]
+    if min(len(stratum) for stratum in strata) < 2:
+        return Interval(NAN, NAN, f"{metric} CI undefined: bootstrap needs 2 groups with and 2 without a "
+                                  f"malignant case ({len(strata[0])}, {len(strata[1])})")
+    statistic = BOOTSTRAP_STATISTICS[metric]
 
+    def resampled_statistic(*drawn_groups: np.ndarray, axis: int = -1) -> np.ndarray:
+        batch = np.broadcast_shapes(*(drawn.shape[:-1] for drawn in drawn_groups))
+        drawn = np.concatenate([np.broadcast_to(d, batch + d.shape[-1:]) for d in drawn_groups], axis=-1)
+        drawn = drawn.reshape(-1, drawn.shape[-1])
+        offsets = len(codes) * np.arange(len(drawn))[:, None]
+        counts = np.bincount((drawn + offsets).ravel(), minlength=len(drawn) * len(codes))
+        weights = counts.reshape(len(drawn), len(codes))[:, group_of_patient]
+        return statistic(y_true, probability, weights).reshape(batch)
 
-def percentile_ci(values, alpha: float = 0.05) -> tuple[float, float]:
-    """(low, high) percentile interval of ``values`` ignoring NaN; (NaN, NaN) if all are NaN."""
-    values = np.asarray(values, dtype=float)
-    if np.isnan(values).all():
-        return float("nan"), float("nan")
-    low, high = np.nanpercentile(values, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return float(low), float(high)
-
-
-def bootstrap_ci(y_true, probability, threshold: float = 0.5, n_boot: int = 2000, seed: int = 42,
-                 alpha: float = 0.05) -> dict[str, tuple[float, float]]:
-    """Percentile (1 - alpha) interval of every metric in ``BOOTSTRAP_METRICS``."""
-    resampled = bootstrap_metrics(y_true, probability, threshold, n_boot, seed)
-    return {metric: percentile_ci(resampled[metric], alpha) for metric in BOOTSTRAP_METRICS}
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):  # degenerate: NaN below
+        warnings.simplefilter("ignore", DegenerateDataWarning)
+        result = bootstrap(strata, resampled_statistic, n_resamples=n_boot, confidence_level=1 - alpha,
+                           method="BCa", rng=np.random.default_rng(seed))
+    low, high = result.confidence_interval
+    if np.isnan(low) or np.isnan(high):
+        return Interval(NAN, NAN, f"{metric} CI undefined: every bootstrap resample gives the same value")
+    return Interval(float(low), float(high))

@@ -1,4 +1,5 @@
-"""DeLong AUC variance, confidence interval and paired test (fast algorithm of Sun & Xu 2014)."""
+"""DeLong AUC variance and paired test (fast algorithm of Sun & Xu 2014); the AUC interval is in
+:mod:`mmdlr.evaluate.interval`."""
 
 from __future__ import annotations
 
@@ -35,13 +36,6 @@ def delong_auc_variance(y_true, score) -> tuple[float, float]:
     """(AUC, DeLong variance of the AUC)."""
     aucs, covariance = delong_covariance(y_true, score)
     return float(aucs[0]), float(covariance[0, 0])
-
-
-def delong_ci(y_true, score, alpha: float = 0.05) -> tuple[float, float, float]:
-    """(AUC, low, high): normal (1 - alpha) interval with DeLong variance, clipped to [0, 1]."""
-    auc, variance = delong_auc_variance(y_true, score)
-    half_width = norm.ppf(1 - alpha / 2) * np.sqrt(variance)
-    return auc, max(0.0, auc - half_width), min(1.0, auc + half_width)
 
 
 def delong_test(y_true, score_a, score_b) -> tuple[float, float]:

@@ -38,6 +38,16 @@ def binary_metrics(y_true, probability, threshold: float = 0.5) -> dict[str, flo
     }
 
 
+def proportion_counts(y_true, probability, threshold: float = 0.5) -> dict[str, tuple[int, int]]:
+    """(successes, trials) behind accuracy, sensitivity and specificity (prediction = probability >= threshold)."""
+    y_true = np.asarray(y_true).astype(int)
+    correct = (np.asarray(probability, dtype=float) >= threshold).astype(int) == y_true
+    positive = y_true == 1
+    return {"accuracy": (int(correct.sum()), len(y_true)),
+            "sensitivity": (int(correct[positive].sum()), int(positive.sum())),
+            "specificity": (int(correct[~positive].sum()), int((~positive).sum()))}
+
+
 def youden_threshold(y_true, probability) -> float:
     """Probability cut-off maximising sensitivity + specificity - 1; use on training (OOF) data only."""
     fpr, tpr, thresholds = roc_curve(y_true, probability)

@@ -16,6 +16,7 @@ import pandas as pd
 from mmdlr.analysis.grid import SINGLE, GridRow
 from mmdlr.analysis.summary import holdout_row, markdown_table, result_table
 from mmdlr.atomic import write_csv, write_text
+from mmdlr.evaluate import patient_groups
 from mmdlr.io.manifest import Manifest
 from mmdlr.pipeline.bundle import bundle_overrides, run_bundle_config
 from mmdlr.pipeline.config import RunConfig
@@ -37,12 +38,14 @@ def _baseline(manifest: Manifest, config: RunConfig, backbone: str, modality: st
     evaluated = json.loads((folder / f"metrics_{modality}_test.json").read_text())
     run("inference")
     table = pd.read_csv(folder / f"deep_{modality}.csv", keep_default_na=False,
-                        usecols=["patient_id", "label", "split", "head_prob_malignant"])
+                        usecols=["patient_id", "label", "split", "group", "head_prob_malignant"])
     test = table[table["split"] == "test"]
-    predictions = pd.DataFrame({"label": test["label"], "probability": test["head_prob_malignant"],
+    predictions = pd.DataFrame({"patient_id": test["patient_id"], "label": test["label"],
+                                "probability": test["head_prob_malignant"],
                                 "threshold": 0.5, "classifier": "Softmax"})
     method = f"{DISPLAY_NAMES.get(backbone, backbone)} ({modality.upper()})"
-    row = holdout_row(predictions, config.analysis.bootstrap.n, config.analysis.bootstrap.seed)
+    row = holdout_row(predictions, config.analysis.bootstrap.n, config.analysis.bootstrap.seed,
+                      patient_groups(test.set_index("patient_id")["group"]))
     return method, row | {"bundle_evaluate_auc": evaluated["auc"], "weights": config.deep.baseline_weights}
 
 
