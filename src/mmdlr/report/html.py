@@ -24,8 +24,8 @@ from mmdlr.report.protocol import protocol_items
 TABLES = (("radiomics", "Table 2 — conventional radiomic features"),
           ("deep", "Table 3 — deep features from transfer learning"),
           ("fusion", "Table 4 — radiomic + deep feature fusion"))
-TABLE_COLUMNS = ["method", "n_patients", "accuracy", "AUC [95% CI]", "Sensitivity [95% CI]",
-                 "Specificity [95% CI]", "brier", "classifier"]
+TABLE_COLUMNS = ["method", "n_patients", "Accuracy [95% CI]", "AUC [95% CI]", "Sensitivity [95% CI]",
+                 "Specificity [95% CI]", "Brier [95% CI]", "classifier", "ci_note"]
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222;line-height:1.45}
 h1{border-bottom:3px solid #2a6f97}h2{color:#2a6f97;margin-top:1.6em}

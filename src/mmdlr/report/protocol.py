@@ -18,6 +18,16 @@ def protocol_items(config: RunConfig, source: Manifest) -> dict[str, str]:
         splits = (f"Nested cross-validation: {analysis.nested_cv.repeats} × stratified grouped "
                   f"{analysis.nested_cv.outer_folds}-fold outer loop (seed {analysis.seed}); every fitted step "
                   "is refitted inside each outer training fold.")
+    bootstrap = (f"class-stratified BCa bootstrap over groups of patients (Efron 1987; {analysis.bootstrap.n} "
+                 f"resamples, seed {analysis.bootstrap.seed})")
+    if analysis.protocol == "holdout":
+        intervals = ("proportions: Wilson score interval (Wilson 1927); AUC: DeLong variance (DeLong et al. 1988) "
+                     "on the logit scale (Pepe 2003; Qin & Hotilovac 2008), Newcombe score interval (Newcombe 2006) "
+                     f"where the AUC is 0 or 1; Brier: {bootstrap}")
+    else:
+        intervals = ("mean of the outer folds with the Nadeau–Bengio corrected resampled t interval (Nadeau & "
+                     "Bengio 2003), Wilson or Newcombe score interval where every fold gives the same value; "
+                     f"pooled out-of-fold AUC: {bootstrap}")
     margin = f"{roi.margin:g} {'%' if roi.margin_unit == 'percent' else 'pixels'}"
     return {
         "Source of data": f"{len(source.table)} patients from {source.path.name}; modalities {modalities}.",
@@ -40,9 +50,10 @@ def protocol_items(config: RunConfig, source: Manifest) -> dict[str, str]:
                            f"{analysis.inner_folds}-fold inner CV on training data only. Fusion: early "
                            "(concatenation), ensemble (softmax of inner-CV accuracies), stacking (meta-learner on "
                            "out-of-fold probabilities)."),
-        "Performance measures": ("Accuracy, AUC, sensitivity TP/(TP+FN), specificity TN/(TN+FP) with 95% CIs "
-                                 "(DeLong for AUC, bootstrap percentile otherwise), Brier score, calibration "
-                                 f"curve, decision curve; threshold {analysis.threshold} (never tuned on test "
-                                 "data); DeLong test of the best fusion vs the best single modality."),
+        "Performance measures": ("Accuracy, AUC, sensitivity TP/(TP+FN), specificity TN/(TN+FP), Brier score with "
+                                 f"95% CIs ({intervals}; an interval that cannot be computed is left empty with "
+                                 "its reason in the table notes), calibration curve, decision curve; threshold "
+                                 f"{analysis.threshold} (never tuned on test data); DeLong test of the best "
+                                 "fusion vs the best single modality."),
         "Reproducibility": "Every input file, setting, seed, package version and stage time is in provenance.json.",
     }
