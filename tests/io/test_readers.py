@@ -10,37 +10,18 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import (CTImageStorage, ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit,
-                         RLELossless, generate_uid)
+from pydicom.pixels import convert_color_space
+from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, RLELossless
 
 from mmdlr.errors import CaseError
 from mmdlr.io.readers import LUMINANCE_WEIGHTS, read_image, read_mask
 
+from .dicom_cases import dicom_dataset
+
 RNG = np.random.default_rng(0)
 GREY8 = RNG.integers(0, 256, (40, 50), dtype=np.uint8)
 GREY16 = RNG.integers(0, 4096, (40, 50), dtype=np.uint16)
-
-
-def dicom_dataset(pixels: np.ndarray, **tags) -> Dataset:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "MG"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    bits = 8 if pixels.dtype == np.uint8 else 16
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits, bits - 1, 0
-    ds.PixelSpacing = [0.5, 0.25]
-    for key, value in tags.items():
-        setattr(ds, key, value)
-    ds.PixelData = pixels.tobytes()
-    return ds
 
 
 @pytest.mark.parametrize("suffix", [".png", ".bmp", ".tif"])
@@ -74,6 +55,25 @@ def test_colour_becomes_luminance(tmp_path, mode):
     Image.fromarray(pixels, mode).save(path)
     expected = rgb.astype(float) @ LUMINANCE_WEIGHTS
     np.testing.assert_allclose(read_image(path).array, expected, atol=1e-3)
+
+
+def test_palette_image_becomes_luminance_of_its_colours(tmp_path):
+    rgb = RNG.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    palette = Image.fromarray(rgb).quantize(16)
+    palette.save(tmp_path / "palette.png")
+    expected = np.asarray(palette.convert("RGB")).astype(float) @ LUMINANCE_WEIGHTS
+    np.testing.assert_allclose(read_image(tmp_path / "palette.png").array, expected, atol=1e-3)
+
+
+def test_ybr_dicom_is_converted_to_rgb_once(tmp_path):
+    rgb = RNG.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    ybr = convert_color_space(rgb, "RGB", "YBR_FULL")
+    ds = dicom_dataset(ybr[..., 0], SamplesPerPixel=3, PhotometricInterpretation="YBR_FULL",
+                       PlanarConfiguration=0)
+    ds.PixelData = ybr.tobytes()
+    ds.save_as(tmp_path / "ybr.dcm", enforce_file_format=True)
+    expected = rgb.astype(float) @ LUMINANCE_WEIGHTS
+    assert np.abs(read_image(tmp_path / "ybr.dcm").array - expected).max() < 1.5  # YBR rounding only
 
 
 def test_dicom_uncompressed_with_rescale_and_spacing(tmp_path):

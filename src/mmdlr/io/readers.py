@@ -4,6 +4,10 @@ Supported: DICOM (single file, multi-frame, or a series folder sorted by slice p
 transfer syntaxes through pylibjpeg), NIfTI, NRRD/MHA (SimpleITK), PNG/JPEG/BMP/TIFF (Pillow).
 Arrays are in numpy axis order: (y, x) or (z, y, x); spacing, origin and direction follow that order.
 Colour images become grey by ITU-R BT.601 luminance.
+
+Every reader reads the header first and refuses a file whose decoded pixel data would exceed
+``io.max_decoded_mb`` (``mmdlr.io.limits``) before decoding anything: a small upload cannot make the
+process allocate gigabytes. Conversions hold at most the decoded pixels plus the float32 result.
 """
 
 from __future__ import annotations
@@ -15,11 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from mmdlr.errors import CaseError
+from mmdlr.io.limits import max_decoded_bytes, max_decoded_mb
 
 LUMINANCE_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float64)
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 ITK_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+GREY_BLOCK_PIXELS = 1 << 18  # colour converted this many pixels at a time: ~8 MB of float64 scratch
+PIL_TO_RGB_MODES = ("P", "LA", "PA", "CMYK", "YCbCr", "HSV")
 
 
 @dataclass
@@ -40,10 +47,26 @@ class ImageData:
 
 
 def to_grey(array: np.ndarray) -> np.ndarray:
-    """Collapse a trailing RGB/RGBA channel axis by luminance; grey input is returned as float32."""
-    if array.ndim >= 3 and array.shape[-1] in (3, 4):
-        array = array[..., :3].astype(np.float64) @ LUMINANCE_WEIGHTS
-    return np.asarray(array, dtype=np.float32)
+    """Collapse a trailing RGB/RGBA channel axis by luminance into float32; grey input is cast to float32.
+
+    Colour goes through float64 one block of pixels at a time, so the only full-size array made is the
+    float32 result.
+    """
+    if array.ndim < 3 or array.shape[-1] not in (3, 4):
+        return np.asarray(array, dtype=np.float32)
+    grey = np.empty(array.shape[:-1], dtype=np.float32)
+    pixels, flat = array.reshape(-1, array.shape[-1]), grey.reshape(-1)
+    for start in range(0, flat.size, GREY_BLOCK_PIXELS):
+        block = slice(start, start + GREY_BLOCK_PIXELS)
+        flat[block] = pixels[block, :3].astype(np.float64) @ LUMINANCE_WEIGHTS
+    return grey
+
+
+def refuse_above_limit(path: str | os.PathLike, declared: str, decoded_bytes: int) -> None:
+    """Raise CaseError when a header declares more decoded pixel data than ``io.max_decoded_mb``."""
+    if decoded_bytes > max_decoded_bytes():
+        raise CaseError(f"declares {declared} ({decoded_bytes / 2**20:,.1f} MB decoded), above the limit of "
+                        f"{max_decoded_mb():g} MB (io.max_decoded_mb)", path=str(path))
 
 
 def _squeeze_single_slice(data: ImageData) -> ImageData:
@@ -106,27 +129,45 @@ def read_image(path: str | os.PathLike) -> ImageData:
 
 
 def _read_raster(path: Path) -> ImageData:
-    from PIL import Image
+    """Decode with Pillow, then convert to grey a band of rows at a time (no full-size colour copy)."""
+    from PIL import Image, ImageMode
 
+    Image.MAX_IMAGE_PIXELS = None  # io.max_decoded_mb, checked below from the header, replaces Pillow's limit
     with Image.open(path) as image:
+        mode = ImageMode.getmode(image.mode)
+        pixel_bytes = len(mode.bands) * np.dtype(mode.typestr).itemsize
+        refuse_above_limit(path, f"{image.width}×{image.height} {image.mode}",
+                           image.width * image.height * pixel_bytes)
         image.load()
-        if image.mode in ("P", "LA", "PA", "CMYK", "YCbCr", "HSV"):
-            image = image.convert("RGBA" if "A" in image.mode else "RGB")
-        array = np.asarray(image)
-    return ImageData(array=to_grey(array), spacing=(1.0, 1.0), path=str(path))
+        grey = np.empty((image.height, image.width), dtype=np.float32)
+        rows = max(1, GREY_BLOCK_PIXELS // max(1, image.width))
+        for top in range(0, image.height, rows):
+            band = image.crop((0, top, image.width, min(top + rows, image.height)))
+            if band.mode in PIL_TO_RGB_MODES:
+                band = band.convert("RGBA" if "A" in band.mode else "RGB")
+            grey[top:top + rows] = to_grey(np.asarray(band))
+    return ImageData(array=grey, spacing=(1.0, 1.0), path=str(path))
 
 
 def _read_itk(path: Path) -> ImageData:
     import SimpleITK as sitk
 
-    image = sitk.ReadImage(str(path))
-    array = sitk.GetArrayFromImage(image)
-    if image.GetNumberOfComponentsPerPixel() > 1:
-        array = to_grey(array)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    components = reader.GetNumberOfComponents()
+    component_bytes = sitk.GetArrayViewFromImage(sitk.Image([1] * reader.GetDimension(),
+                                                            reader.GetPixelID())).itemsize
+    pixel_type = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+    refuse_above_limit(path, "×".join(map(str, reader.GetSize())) + f" {pixel_type}",
+                       int(np.prod(reader.GetSize())) * components * component_bytes)
+    image = reader.Execute()
+    view = sitk.GetArrayViewFromImage(image)  # valid while `image` lives: converted into a new array
+    array = to_grey(view) if components in (3, 4) else np.array(view, dtype=np.float32)
     ndim = image.GetDimension()
     direction = np.asarray(image.GetDirection()).reshape(ndim, ndim)[::-1, ::-1]
     return ImageData(
-        array=np.asarray(array, dtype=np.float32),
+        array=array,
         spacing=tuple(float(v) for v in image.GetSpacing()[::-1]),
         origin=tuple(float(v) for v in image.GetOrigin()[::-1]),
         direction=tuple(float(v) for v in direction.ravel()),
@@ -135,22 +176,47 @@ def _read_itk(path: Path) -> ImageData:
     )
 
 
-def _dicom_pixels(dataset) -> np.ndarray:
-    """Decoded, rescaled grey pixels of a dataset (MONOCHROME1 inverted so bright = dense)."""
-    from pydicom.pixels import apply_modality_lut
+def _read_dicom_header(path: Path):
+    """The dataset without its pixel data; refused when it declares too much decoded data."""
+    import pydicom
 
-    pixels = dataset.pixel_array
+    dataset = pydicom.dcmread(str(path), stop_before_pixels=True)
+    refuse_above_limit(path, *_dicom_declared_size(dataset))
+    return dataset
+
+
+def _dicom_declared_size(dataset) -> tuple[str, int]:
+    """What the header declares (columns×rows[×frames] photometric bits) and its decoded bytes."""
+    rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
+    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    samples = int(dataset.get("SamplesPerPixel", 1) or 1)
+    bits = int(dataset.get("BitsAllocated", 8) or 8)
+    shape = f"{columns}×{rows}" + (f"×{frames} frames" if frames > 1 else "")
+    photometric = dataset.get("PhotometricInterpretation", "MONOCHROME2")
+    return f"{shape} {photometric} {bits}-bit", rows * columns * frames * samples * -(-bits // 8)
+
+
+def _dicom_pixels(path: Path, dataset) -> np.ndarray:
+    """Decode a file's pixels as rescaled grey float32 (MONOCHROME1 inverted so bright = dense).
+
+    Colour (YBR is decoded to RGB by pydicom) becomes luminance. The rescale runs in float32 in place.
+    """
+    from pydicom.pixels import apply_modality_lut, pixel_array
+
+    pixels = pixel_array(str(path))
     photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2"))
     if photometric.startswith(("RGB", "YBR")):
-        if photometric.startswith("YBR"):
-            from pydicom.pixels import convert_color_space
-
-            pixels = convert_color_space(pixels, photometric, "RGB")
         return to_grey(pixels)
-    pixels = apply_modality_lut(pixels, dataset).astype(np.float32)
+    if "ModalityLUTSequence" in dataset:
+        grey = apply_modality_lut(pixels, dataset).astype(np.float32)
+    else:  # the rescale of apply_modality_lut, without its float64 copy
+        grey = pixels.astype(np.float32)
+        if "RescaleSlope" in dataset and "RescaleIntercept" in dataset:
+            grey *= np.float32(dataset.RescaleSlope)
+            grey += np.float32(dataset.RescaleIntercept)
     if photometric == "MONOCHROME1":
-        pixels = pixels.max() + pixels.min() - pixels
-    return pixels
+        np.subtract(grey.max() + grey.min(), grey, out=grey)
+    return grey
 
 
 def _pixel_spacing(dataset) -> tuple[float, float]:
@@ -159,10 +225,8 @@ def _pixel_spacing(dataset) -> tuple[float, float]:
 
 
 def _read_dicom_file(path: Path) -> ImageData:
-    import pydicom
-
-    dataset = pydicom.dcmread(str(path))
-    pixels = _dicom_pixels(dataset)
+    dataset = _read_dicom_header(path)
+    pixels = _dicom_pixels(path, dataset)
     row_col = _pixel_spacing(dataset)
     frames = int(dataset.get("NumberOfFrames", 1) or 1)
     if frames > 1:
@@ -184,7 +248,11 @@ def _summary_tags(dataset) -> dict:
 
 
 def _read_dicom_series(folder: Path) -> ImageData:
-    """Read every DICOM file of a folder as one volume, sorted along the slice normal."""
+    """Read every DICOM file of a folder as one volume, sorted along the slice normal.
+
+    All headers are read (and the series' total decoded size checked) before any slice is decoded;
+    slices are decoded one at a time into the volume.
+    """
     import pydicom
 
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
@@ -193,22 +261,30 @@ def _read_dicom_series(folder: Path) -> ImageData:
     datasets = []
     for file in files:
         try:
-            datasets.append(pydicom.dcmread(str(file)))
+            datasets.append(pydicom.dcmread(str(file), stop_before_pixels=True))
         except Exception as error:
             raise CaseError(f"cannot read DICOM slice ({error})", path=str(file)) from error
+    declared = [_dicom_declared_size(ds) for ds in datasets]
+    kinds = {kind for kind, _ in declared}
+    refuse_above_limit(folder, f"{len(files)} files of " + (kinds.pop() if len(kinds) == 1 else "different sizes"),
+                       sum(size for _, size in declared))
     positions = [_slice_position(ds) for ds in datasets]
     order = np.argsort(positions, kind="stable")
-    datasets = [datasets[i] for i in order]
-    positions = [positions[i] for i in order]
-    slices = [_dicom_pixels(ds) for ds in datasets]
-    if len({s.shape for s in slices}) != 1:
-        raise CaseError("DICOM series slices differ in size", path=str(folder))
+    files, datasets, positions = ([items[i] for i in order] for items in (files, datasets, positions))
+    volume = None
+    for index, (file, dataset) in enumerate(zip(files, datasets)):
+        pixels = _dicom_pixels(file, dataset)
+        if volume is None:
+            volume = np.empty((len(files), *pixels.shape), dtype=np.float32)
+        elif pixels.shape != volume.shape[1:]:
+            raise CaseError("DICOM series slices differ in size", path=str(folder))
+        volume[index] = pixels
     steps = np.diff(positions)
     z_spacing = float(np.median(steps)) if len(steps) and np.median(steps) > 0 else float(
         datasets[0].get("SliceThickness") or 1.0)
     first = datasets[0]
     origin = tuple(float(v) for v in first.get("ImagePositionPatient", (0.0, 0.0, 0.0)))[::-1]
-    return ImageData(array=np.stack(slices).astype(np.float32), spacing=(z_spacing, *_pixel_spacing(first)),
+    return ImageData(array=volume, spacing=(z_spacing, *_pixel_spacing(first)),
                      origin=origin, path=str(folder), has_geometry=True, tags=_summary_tags(first))
 
 
