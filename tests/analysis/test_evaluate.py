@@ -158,7 +158,7 @@ def test_holdout_row_bootstraps_groups_and_says_when_the_test_set_holds_them():
     grouped = holdout_row(frame, n_boot=500, seed=0, groups=groups)
     independent = holdout_row(frame, n_boot=500, seed=0)
     assert (grouped["brier_high"] - grouped["brier_low"]) > 1.4 * (independent["brier_high"] - independent["brier_low"])
-    assert "40 groups hold several test patients" in grouped["ci_note"] and independent["ci_note"] == ""
+    assert "120 test patients share 40 groups" in grouped["ci_note"] and independent["ci_note"] == ""
 
 
 def test_nested_row_perfect_in_every_fold_falls_back_to_score_intervals():

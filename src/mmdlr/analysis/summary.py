@@ -59,10 +59,10 @@ def holdout_row(predictions: pd.DataFrame, n_boot: int, seed: int, groups: pd.Se
     test_groups = _groups_of(predictions, groups)
     _store(summary, notes, "brier", group_bootstrap_ci(y, probability, test_groups, "brier", n_boot, seed))
     if test_groups is not None:
-        shared = int((pd.Series(test_groups).value_counts() > 1).sum())
-        if shared:
-            notes.append(f"{shared} groups hold several test patients: Wilson and DeLong intervals treat them as "
-                         "independent (too narrow); the Brier bootstrap resamples groups")
+        sizes = pd.Series(test_groups).value_counts()
+        if (sizes > 1).any():
+            notes.append(f"{sizes[sizes > 1].sum()} test patients share {(sizes > 1).sum()} groups: Wilson and "
+                         "DeLong intervals treat them as independent (too narrow); the Brier bootstrap resamples groups")
     return {**summary, "n_patients": len(y), "threshold": threshold,
             "classifier": predictions["classifier"].iloc[0],
             "ci_method": HOLDOUT_CI.format(n=n_boot, seed=seed), "ci_note": "; ".join(notes)}
