@@ -25,7 +25,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import RLELossless
 
 from mmdlr.errors import CaseError
-from mmdlr.io.limits import ENVIRONMENT_KEY, SERVE_MAX_DECODED_MB, set_max_decoded_mb
+from mmdlr.io.limits import CLI_MAX_DECODED_MB, ENVIRONMENT_KEY, SERVE_MAX_DECODED_MB, set_max_decoded_mb
 from mmdlr.io.readers import GREY_BLOCK_PIXELS, LUMINANCE_WEIGHTS, read_image, read_mask, to_grey
 
 from .dicom_cases import dicom_dataset
@@ -180,7 +180,7 @@ def test_bombs_refused_before_decoding_and_images_at_the_limit_load(tmp_path, ki
 @pytest.fixture
 def limit_mb(monkeypatch):
     """Set io.max_decoded_mb for one test (restored afterwards)."""
-    monkeypatch.delenv(ENVIRONMENT_KEY, raising=False)
+    monkeypatch.setenv(ENVIRONMENT_KEY, str(CLI_MAX_DECODED_MB))  # registers the variable for restoring
     return set_max_decoded_mb
 
 

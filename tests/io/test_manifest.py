@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import SimpleITK as sitk
 from PIL import Image
 
 from mmdlr.errors import ManifestError
@@ -115,3 +116,51 @@ def test_read_manifest_raises_with_every_structural_problem(folder):
     with pytest.raises(ManifestError) as error:
         read_manifest(folder / "bad.csv")
     assert len(error.value.problems) == 2
+
+
+def test_non_binary_masks_are_warnings_naming_counts_and_option(folder):
+    grey_edges = np.zeros((12, 12))
+    grey_edges[3:7, 3:7] = 255
+    grey_edges[2, 2:9] = np.arange(10, 80, 10)  # seven grey values on the edge
+    write_png(folder / "m0.png", grey_edges)
+    labels = np.zeros((12, 12))
+    labels[3:7, 3:7] = 1
+    labels[8, 8] = 2
+    write_png(folder / "labels.png", labels)
+    Image.fromarray(np.asarray(grey_edges > 0, np.uint8) * 255).save(folder / "m2.jpg", quality=75)
+    table = rows()
+    table[1]["us_mask"], table[2]["us_mask"] = "labels.png", "m2.jpg"
+    report = check(folder, table)
+    assert report.ok, report.problems
+    assert len(report.warnings) == 3, report.warnings
+    grey, label_map, jpeg = report.warnings
+    assert grey == (f"us: patient P0, file {folder}/m0.png: mask is not binary (pixels per value: 0: 121, "
+                    "255: 16, 10: 1, 6 other values: 6); every non-zero value is lesion now: use "
+                    "--mask-threshold 127.5 to keep values at or above it")
+    assert "pixels per value: 0: 127, 1: 16, 2: 1" in label_map and "--label-value 1 to keep one label" in label_map
+    assert f"file {folder}/m2.jpg: mask is not binary" in jpeg and "--mask-threshold" in jpeg
+
+    table[1]["us_mask"] = "m1.png"  # a threshold for grey edges would empty the label map
+    pd.DataFrame(table).to_csv(folder / "manifest.csv", index=False)
+    with_threshold = validate_manifest(folder / "manifest.csv", progress=False, mask_threshold=128)
+    assert with_threshold.ok and not with_threshold.warnings, with_threshold.problems
+
+
+def test_nan_inside_the_lesion_roi_is_a_problem_outside_it_is_not(folder):
+    image = np.full((40, 40), 50.0, np.float32)
+    image[0, 0] = np.inf  # far outside the lesion box plus its 10-pixel margin
+    sitk.WriteImage(sitk.GetImageFromArray(image), str(folder / "i0.nrrd"))  # ITK reads NaN in NIfTI as 0
+    image[20, 20] = np.nan
+    sitk.WriteImage(sitk.GetImageFromArray(image), str(folder / "i1.nrrd"))
+    for i in range(4):
+        mask = np.zeros((40, 40))
+        mask[25:30, 25:30] = 255
+        write_png(folder / f"m{i}.png", mask)
+    table = rows()
+    table[0]["us_image"], table[1]["us_image"] = "i0.nrrd", "i1.nrrd"
+    write_png(folder / "i2.png", np.full((40, 40), 9))
+    write_png(folder / "i3.png", np.full((40, 40), 9))
+    report = check(folder, table)
+    assert report.problems == [f"us: patient P1, file {folder}/i1.nrrd: 1 NaN/Inf pixel(s) inside the lesion "
+                               "ROI: replace them in the image (or fix the mask if the lesion is outside the "
+                               "valid data)"]

@@ -74,3 +74,19 @@ def test_origin_mismatch(tmp_path):
         load_case_transforms()(case(tmp_path / "v.nii.gz", [tmp_path / "m.nii.gz"]))
     assert isinstance(find_case_error(raised.value), CaseError)
     assert "origin" in str(find_case_error(raised.value))
+
+
+def test_mask_threshold_keeps_values_at_or_above_it(tmp_path):
+    Image.fromarray(np.full((8, 8), 100, np.uint8)).save(tmp_path / "i.png")
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:5, 2:5] = 255
+    mask[1, 1:6] = 40  # grey edge
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    loaded = load_case_transforms(mask_threshold=128)(case(tmp_path / "i.png", [tmp_path / "m.png"]))
+    assert loaded["mask"].sum() == 9
+    assert load_case_transforms()(case(tmp_path / "i.png", [tmp_path / "m.png"]))["mask"].sum() == 14
+    with pytest.raises(Exception) as raised:
+        load_case_transforms(mask_threshold=256)(case(tmp_path / "i.png", [tmp_path / "m.png"], "P9"))
+    assert "mask is empty (no lesion voxel with value at least 256)" in str(find_case_error(raised.value))
+    with pytest.raises(ValueError, match="not both"):
+        load_case_transforms(label_value=1, mask_threshold=128)

@@ -95,3 +95,19 @@ def test_crop_cohort_reports_every_failure_and_writes_no_index(small_cohort, tmp
         crop_cohort(read_manifest(manifest_path), tmp_path / "out", progress=False)
     assert table.loc[first_us, "patient_id"] in str(error.value) and "broken.png" in str(error.value)
     assert not (tmp_path / "out" / "roi" / "roi_index.csv").exists()
+
+
+def test_non_finite_pixels_inside_the_roi_are_an_error_naming_patient_and_file():
+    volume = np.ones((1, 4, 30, 30), np.float32)
+    volume[0, 0, 0, 0] = np.nan  # outside the box and its margin: ignored
+    mask = np.zeros((1, 4, 30, 30), np.uint8)
+    mask[0, 2, 10:15, 10:15] = 1
+    data = {"patient_id": "P7", "image": volume, "mask": mask,
+            "image_meta": {"spacing": (3.0, 1.0, 1.0), "path": "/data/p7.nrrd"}}
+    assert CropLesionROId(margin=2)(SelectLargestLesionSliced()(data))["image"].shape == (1, 9, 9)
+    for index, kind in (((0, 1, 12, 12), "on another slice"), ((0, 2, 9, 16), "in the margin")):
+        broken = dict(data, image=volume.copy())
+        broken["image"][index] = np.inf
+        with pytest.raises(CaseError, match="1 NaN/Inf pixel.s. inside the lesion ROI") as error:
+            CropLesionROId(margin=2)(SelectLargestLesionSliced()(broken))
+        assert (error.value.patient_id, error.value.path) == ("P7", "/data/p7.nrrd"), kind

@@ -13,19 +13,31 @@ from mmdlr.roi.cache import RoiSettings, crop_cohort
 from mmdlr.synthetic import CohortSettings, generate_cohort
 
 
+def add_mask_options(parser: argparse.ArgumentParser) -> None:
+    lesion = parser.add_mutually_exclusive_group()
+    lesion.add_argument("--label-value", type=int, default=None,
+                        help="lesion label in the masks (default: any non-zero value)")
+    lesion.add_argument("--mask-threshold", type=float, default=None,
+                        help="lesion where the mask value is at least this, for masks with grey edges "
+                             "(e.g. saved as JPEG); `mmdlr validate` suggests one")
+
+
 def add_roi_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--margin", type=float, default=10, help="margin around the lesion box (default 10)")
     parser.add_argument("--margin-unit", choices=("pixel", "percent"), default="pixel")
-    parser.add_argument("--label-value", type=int, default=None,
-                        help="lesion label in the masks (default: any non-zero value)")
+    add_mask_options(parser)
 
 
 def roi_settings(args: argparse.Namespace) -> RoiSettings:
-    return RoiSettings(margin=args.margin, margin_unit=args.margin_unit, label_value=args.label_value)
+    return RoiSettings(margin=args.margin, margin_unit=args.margin_unit, label_value=args.label_value,
+                       mask_threshold=args.mask_threshold)
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    report = validate_manifest(args.manifest, args.label_value, progress=not args.quiet)
+    report = validate_manifest(args.manifest, args.label_value, progress=not args.quiet,
+                               mask_threshold=args.mask_threshold)
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if not report.ok:
         print(f"{len(report.problems)} problem(s) in {args.manifest}:", file=sys.stderr)
         for problem in report.problems:
@@ -66,7 +78,7 @@ def run_crop(args: argparse.Namespace) -> int:
 def register(subparsers) -> None:
     validate = subparsers.add_parser("validate", help="check a manifest and every file it names")
     validate.add_argument("manifest")
-    validate.add_argument("--label-value", type=int, default=None)
+    add_mask_options(validate)
     validate.set_defaults(handler=run_validate)
 
     demo = subparsers.add_parser("demo-data", help="write a synthetic multimodal cohort and its manifest")

@@ -298,18 +298,25 @@ def _slice_position(dataset) -> float:
     return float(dataset.get("InstanceNumber", 0))
 
 
-def read_mask(paths: list[str | os.PathLike] | str | os.PathLike, label_value: int | None = None) -> ImageData:
+def read_mask(paths: list[str | os.PathLike] | str | os.PathLike, label_value: int | None = None,
+              threshold: float | None = None) -> ImageData:
     """Read one or several mask files and return their union as a uint8 0/1 mask.
 
-    A voxel is lesion where the mask is non-zero, or equals ``label_value`` when given.
+    A voxel is lesion where the mask is non-zero, or equals ``label_value``, or is at least
+    ``threshold`` (masks with grey edges, e.g. saved as JPEG), whichever is given.
     """
+    if label_value is not None and threshold is not None:
+        raise ValueError("give a mask label value or a mask threshold, not both")
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not paths:
         raise CaseError("no mask file given")
     union: ImageData | None = None
     for path in paths:
         part = read_image(path)
-        lesion = part.array != 0 if label_value is None else part.array == label_value
+        if threshold is not None:
+            lesion = part.array >= threshold
+        else:
+            lesion = part.array != 0 if label_value is None else part.array == label_value
         if union is None:
             union = part
             union.array = lesion.astype(np.uint8)

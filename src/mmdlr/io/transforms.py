@@ -47,12 +47,17 @@ class LoadGreyImaged(MapTransform):
 
 
 class LoadLesionMaskd(MapTransform):
-    """Replace mask path(s) under each key by their union as uint8 (1, *spatial); an empty mask is an error."""
+    """Replace mask path(s) under each key by their union as uint8 (1, *spatial); an empty mask is an error.
+
+    Lesion is any non-zero value, or ``label_value``, or values at least ``threshold`` (see ``read_mask``).
+    """
 
     def __init__(self, keys: KeysCollection = "mask", label_value: int | None = None,
-                 allow_missing_keys: bool = False):
+                 allow_missing_keys: bool = False, *, threshold: float | None = None):
         super().__init__(keys, allow_missing_keys)
-        self.label_value = label_value
+        if label_value is not None and threshold is not None:
+            raise ValueError("give a mask label value or a mask threshold, not both")
+        self.label_value, self.threshold = label_value, threshold
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
@@ -60,11 +65,12 @@ class LoadLesionMaskd(MapTransform):
             paths = d[key]
             try:
                 mask = read_mask(paths if isinstance(paths, Sequence) and not isinstance(paths, str) else [paths],
-                                 self.label_value)
+                                 self.label_value, self.threshold)
             except CaseError as error:
                 raise CaseError(error.reason, d.get("patient_id"), error.path) from error
             if not mask.array.any():
-                which = "" if self.label_value is None else f" with label value {self.label_value}"
+                which = (f" with label value {self.label_value}" if self.label_value is not None else
+                         f" with value at least {self.threshold:g}" if self.threshold is not None else "")
                 raise CaseError(f"mask is empty (no lesion voxel{which})", d.get("patient_id"), mask.path)
             d[key] = mask.array[None]
             d[f"{key}{META_SUFFIX}"] = _meta(mask)

@@ -5,29 +5,56 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from mmdlr.errors import ManifestError, find_case_error
 from mmdlr.io.loading import load_case_transforms
 from mmdlr.io.manifest import LABEL_NAMES, Manifest
+from mmdlr.io.readers import read_image
+from mmdlr.roi.cache import RoiSettings, roi_transforms
+
+MAX_LABELS = 5  # a mask with more distinct non-zero values has grey edges rather than labels
 
 
 @dataclass
 class ValidationReport:
-    """Problems found (empty when valid) and a per-modality summary table."""
+    """Problems found (empty when valid), warnings (valid but suspicious) and a per-modality summary table."""
 
     problems: list[str] = field(default_factory=list)
     summary: pd.DataFrame = field(default_factory=pd.DataFrame)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
 
-def validate_manifest(path: str | os.PathLike, label_value: int | None = None,
-                      progress: bool = True) -> ValidationReport:
-    """Check the manifest's structure, then load every image and mask of every modality."""
+def non_binary_mask_warning(path: str | os.PathLike) -> str | None:
+    """Say how a mask file that is not binary reads now, with its value counts and the option to use."""
+    values, counts = np.unique(read_image(path).array, return_counts=True)
+    if len(values) <= 2:
+        return None
+    order = np.lexsort((values, -counts))  # most common first, then by value
+    shown = ", ".join(f"{values[i]:g}: {counts[i]:,}" for i in order[:3])
+    if len(values) > 3:
+        shown += f", {len(values) - 3} other values: {counts[order[3:]].sum():,}"
+    lesion_values = values[values != 0]
+    if len(lesion_values) <= MAX_LABELS and np.all(lesion_values == np.round(lesion_values)):
+        most_common = lesion_values[np.argmax(counts[values != 0])]
+        option = f"--label-value {most_common:g} to keep one label"
+    else:
+        option = f"--mask-threshold {(values.min() + values.max()) / 2:g} to keep values at or above it"
+    return f"mask is not binary (pixels per value: {shown}); every non-zero value is lesion now: use {option}"
+
+
+def validate_manifest(path: str | os.PathLike, label_value: int | None = None, progress: bool = True,
+                      mask_threshold: float | None = None) -> ValidationReport:
+    """Check the manifest's structure, then load every image and mask of every modality and cut its ROI.
+
+    Masks that are not binary are warnings when neither ``label_value`` nor ``mask_threshold`` is given.
+    """
     try:
         manifest = Manifest.from_csv(path)
     except ManifestError as error:
@@ -35,8 +62,9 @@ def validate_manifest(path: str | os.PathLike, label_value: int | None = None,
     problems = manifest.structural_problems()
     if any("column" in p for p in problems):
         return ValidationReport(problems=problems)
-    load = load_case_transforms(label_value)
-    rows = []
+    load = load_case_transforms(label_value, mask_threshold=mask_threshold)
+    roi = roi_transforms(RoiSettings(label_value=label_value, mask_threshold=mask_threshold))
+    rows, warnings = [], []
     cases = [case for modality in manifest.modalities for case in manifest.cases(modality)]
     loaded: dict[str, list[dict]] = {m: [] for m in manifest.modalities}
     for case in tqdm(cases, desc="validate", unit="image", disable=not progress):
@@ -44,13 +72,20 @@ def validate_manifest(path: str | os.PathLike, label_value: int | None = None,
             continue
         try:
             loaded_case = load(dict(case))
+            ndim = loaded_case["image"].ndim - 1
+            for transform in roi:
+                loaded_case = transform(loaded_case)
         except Exception as error:
             cause = find_case_error(error)
             if cause is None:
                 raise
             problems.append(f"{case['modality']}: {cause}")
             continue
-        loaded[case["modality"]].append({"label": case["label"], "ndim": loaded_case["image"].ndim - 1})
+        loaded[case["modality"]].append({"label": case["label"], "ndim": ndim})
+        if label_value is None and mask_threshold is None:
+            for mask_path in case["mask"]:
+                if warning := non_binary_mask_warning(mask_path):
+                    warnings.append(f"{case['modality']}: patient {case['patient_id']}, file {mask_path}: {warning}")
     for modality, items in loaded.items():
         labels = pd.Series([item["label"] for item in items], dtype=int)
         rows.append({
@@ -61,4 +96,4 @@ def validate_manifest(path: str | os.PathLike, label_value: int | None = None,
             LABEL_NAMES[1]: int((labels == 1).sum()),
             "dimensions": "/".join(sorted({f"{item['ndim']}D" for item in items})),
         })
-    return ValidationReport(problems=problems, summary=pd.DataFrame(rows))
+    return ValidationReport(problems=problems, summary=pd.DataFrame(rows), warnings=warnings)

@@ -32,11 +32,13 @@ INDEX_COLUMNS = ["patient_id", "modality", "label", "split", "group", "roi_dir",
 
 @dataclass(frozen=True)
 class RoiSettings:
-    """How ROIs are cut: margin around the mask's box (pixels or percent) and the mask label value."""
+    """How ROIs are cut: margin around the mask's box (pixels or percent), and which mask values are lesion
+    (any non-zero value, the label value, or values at least the mask threshold)."""
 
     margin: float = 10
     margin_unit: str = "pixel"
     label_value: int | None = None
+    mask_threshold: float | None = None
 
 
 def file_digest(path: str | os.PathLike) -> str:
@@ -78,7 +80,7 @@ def crop_case(case: dict, roi_root: str | os.PathLike, settings: RoiSettings = R
         record = json.loads(record_path.read_text())
         if record.get("key") == key:
             return _index_row(case, target, record)
-    data = load_case_transforms(settings.label_value)(dict(case))
+    data = load_case_transforms(settings.label_value, mask_threshold=settings.mask_threshold)(dict(case))
     for transform in roi_transforms(settings):
         data = transform(data)
     spacing = data["image_meta"]["spacing"]

@@ -8,6 +8,7 @@ import numpy as np
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from mmdlr.errors import CaseError
 from mmdlr.roi.box import largest_slice_index, lesion_box
 
 VOLUME_SUFFIX = "_3d"
@@ -48,6 +49,7 @@ class CropLesionROId(MapTransform):
     """Crop arrays to the mask's bounding box plus a margin (pixels or percent), clipped to the image.
 
     Volumes kept under ``"<key>_3d"`` are cropped to the 3D box too. The box goes to ``"roi_box"``.
+    A NaN or infinite pixel inside a cropped ROI is a CaseError naming the patient and the image file.
     """
 
     def __init__(self, keys: KeysCollection = ("image", "mask"), mask_key: str = "mask",
@@ -60,6 +62,7 @@ class CropLesionROId(MapTransform):
         window = (slice(None), *(slice(low, high) for low, high in box))
         for key in keys:
             d[key] = np.asarray(d[key])[window]
+            _check_finite(d, key)
         d[box_key] = box
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
@@ -70,3 +73,14 @@ class CropLesionROId(MapTransform):
         if volume_keys:
             self._crop(d, f"{self.mask_key}{VOLUME_SUFFIX}", volume_keys, f"roi_box{VOLUME_SUFFIX}")
         return d
+
+
+def _check_finite(d: dict, key: str) -> None:
+    values = d[key]
+    if not np.issubdtype(values.dtype, np.floating):
+        return
+    bad = values.size - int(np.count_nonzero(np.isfinite(values)))
+    if bad:
+        meta = d.get(f"{key.removesuffix(VOLUME_SUFFIX)}_meta") or {}
+        raise CaseError(f"{bad} NaN/Inf pixel(s) inside the lesion ROI: replace them in the image (or fix the "
+                        "mask if the lesion is outside the valid data)", d.get("patient_id"), meta.get("path"))
