@@ -7,7 +7,8 @@ Colour images become grey by ITU-R BT.601 luminance.
 
 Every reader reads the header first and refuses a file whose decoded pixel data would exceed
 ``io.max_decoded_mb`` (``mmdlr.io.limits``) before decoding anything: a small upload cannot make the
-process allocate gigabytes. Conversions hold at most the decoded pixels plus the float32 result.
+process allocate gigabytes. Conversions hold about the decoded pixels plus the float32 result (no float64
+copies).
 """
 
 from __future__ import annotations
