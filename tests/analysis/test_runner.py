@@ -88,16 +88,40 @@ def test_fusion_of_informative_modalities_beats_single_modalities(holdout_run):
         result.tables[f]["auc"].iloc[:3].max() for f in ("radiomics", "deep"))
 
 
-def test_delong_tests_compare_best_fusion_with_best_single(holdout_run):
+def test_comparisons_are_fixed_before_testing_and_the_rest_exploratory(holdout_run):
     result, _ = holdout_run
-    tests = pd.read_csv(result.results_dir / "delong_tests.csv")
-    assert tests["comparison"].tolist() == ["radiomics: best fusion vs best single modality",
-                                            "deep: best fusion vs best single modality",
-                                            "radiomics+deep fusion vs best single modality of any family"]
-    assert tests["p_value"].between(0, 1).all() and (tests["n_patients"] > 30).all()
-    radiomics = tests.iloc[0]
-    best_single = result.tables["radiomics"].iloc[:3].sort_values("auc").iloc[-1]["method"]
-    assert radiomics["model_b"] == f"radiomics / {best_single}"
+    tests = pd.read_csv(result.results_dir / "comparisons.csv", keep_default_na=False, na_values=[""])
+    # no pairs in the config: every fusion row vs every single row of its family (combined: of every family)
+    assert set(tests["kind"]) == {"exploratory"}
+    assert len(tests) == 2 * 6 * 3 + 3 * 6
+    radiomics = tests[tests["model_a"] == "radiomics/Stacking"]
+    assert set(radiomics["model_b"]) == {"radiomics/MG", "radiomics/MRI", "radiomics/US"}
+    assert tests["delong_p"].between(0, 1).all() and (tests["n_patients"] > 30).all()
+    assert (tests["delong_p_holm"] >= tests["delong_p"]).all()
+    assert tests["corrected_t_p"].isna().all()  # hold-out: one test set, no fold-wise test
+    shown = pd.read_csv(result.results_dir / "shown_models.csv")
+    assert shown.values.tolist() == [["radiomics", "Stacking"], ["deep", "Stacking"], ["radiomics+deep", "Stacking"]]
+
+
+def test_prespecified_comparisons_get_both_tests_under_nested_cv(tmp_path):
+    features = write_feature_tables(tmp_path / "features", n_patients=120, seed=3)
+    config = config_from_dict(SMALL_GRID | {
+        "protocol": "nested_cv", "nested_cv": {"outer_folds": 3, "repeats": 1}, "families": ["radiomics"],
+        "fusion": {"early": False, "ensemble": False, "stacking": True},
+        "comparisons": [["radiomics/Stacking", "radiomics/US"], ["radiomics/Stacking", "radiomics/Ensemble"]]})
+    result = run_analysis(features, tmp_path / "out", config, progress=False)
+    tests = pd.read_csv(result.results_dir / "comparisons.csv", keep_default_na=False, na_values=[""])
+    first, absent = tests.iloc[0], tests.iloc[1]
+    assert (first["kind"], first["model_a"], first["model_b"]) == ("pre-specified", "radiomics/Stacking",
+                                                                    "radiomics/US")
+    assert first["n_folds"] == 3 and 0 <= first["corrected_t_p"] <= 1 and 0 <= first["delong_p"] <= 1
+    assert first["fold_difference_low"] <= first["fold_auc_difference"] <= first["fold_difference_high"]
+    assert absent["note"] == "not in this run: radiomics/Ensemble" and np.isnan(absent["delong_p"])
+    # the comparison listed in the config is not repeated among the exploratory ones
+    exploratory = tests[tests["kind"] == "exploratory"]
+    assert "radiomics/Stacking vs radiomics/US" not in set(exploratory["comparison"])
+    shown = pd.read_csv(result.results_dir / "shown_models.csv")
+    assert shown.values.tolist() == [["radiomics", "Stacking"], ["radiomics", "US"], ["radiomics", "Ensemble"]]
 
 
 def test_saved_bundle_reproduces_test_predictions(holdout_run):

@@ -80,3 +80,18 @@ def test_undefined_auc_intervals_are_nan_with_the_reason():
     assert auc == 1.0 and np.isnan(low) and np.isnan(high) and "1 malignant, 3 benign" in note
     auc, (low, high, note) = auc_ci([1, 1], [0.2, 0.9])
     assert np.isnan(auc) and np.isnan(low) and np.isnan(high) and "only malignant" in note
+
+
+def test_corrected_t_test_against_the_formula():
+    from scipy.stats import t
+
+    from mmdlr.evaluate import corrected_t_test
+
+    differences = np.array([0.02, 0.05, -0.01, 0.03, 0.04])
+    ratio = 1 / 4
+    result = corrected_t_test(differences, ratio)
+    se = np.sqrt((1 / 5 + ratio) * differences.var(ddof=1))
+    assert result.mean == pytest.approx(differences.mean())
+    assert result.p_value == pytest.approx(2 * t.sf(differences.mean() / se, 4))
+    assert result.low == pytest.approx(differences.mean() - t.ppf(0.975, 4) * se)
+    assert np.isnan(corrected_t_test([0.1, 0.1, 0.1], ratio).p_value)  # no variance: undefined, not p = 0

@@ -32,7 +32,7 @@ def test_every_stage_writes_its_outputs(finished_run):
         assert len(pd.read_csv(out / "gradcam" / modality / "cases.csv")) >= 1
     results = out / "results"
     for name in ("table_radiomics.csv", "table_deep.csv", "table_fusion.csv", "predictions.csv",
-                 "table_clinical.csv", "calibration.png", "delong_tests.csv"):
+                 "table_clinical.csv", "calibration.png", "comparisons.csv"):
         assert (results / name).is_file(), name
     baselines = pd.read_csv(results / "table_cnn_baselines.csv")
     assert baselines["method"].tolist() == ["DenseNet-121 (US)", "DenseNet-121 (MG)", "DenseNet-121 (MR)"]

@@ -109,6 +109,7 @@ class AnalysisConfig:
     classifiers: dict[str, dict[str, list]] = field(default_factory=lambda: dict(DEFAULT_GRIDS))
     fusion: FusionConfig = field(default_factory=FusionConfig)
     threshold: float | str = 0.5
+    comparisons: list[list[str]] = field(default_factory=list)
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     save_models: bool = True
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
@@ -124,6 +125,7 @@ class AnalysisConfig:
         _require(self.threshold == "youden" or (not isinstance(self.threshold, str) and 0 < self.threshold < 1),
                  f"threshold must be a probability in (0, 1) or 'youden', got {self.threshold!r}")
         self.classifiers = _classifier_grids(self.classifiers)
+        self.comparisons = _comparisons(self.comparisons)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -132,6 +134,22 @@ class AnalysisConfig:
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
+
+
+def _comparisons(comparisons) -> list[list[str]]:
+    """Pre-specified comparisons: pairs of ``family/method`` names as the result tables print them."""
+    _require(isinstance(comparisons, (list, tuple)), "comparisons must be a list of [model_a, model_b] pairs")
+    pairs = []
+    for pair in comparisons:
+        _require(isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(m, str) for m in pair),
+                 f"comparisons: {pair!r} must be a pair [family/method, family/method], e.g. "
+                 "[radiomics+deep/Stacking, radiomics/US]")
+        for model in pair:
+            family = model.split("/", 1)[0]
+            _require("/" in model and family in FAMILIES,
+                     f"comparisons: {model!r} must be family/method with family one of {', '.join(FAMILIES)}")
+        pairs.append(list(pair))
+    return pairs
 
 
 def _classifier_grids(classifiers) -> dict[str, dict[str, list]]:

@@ -16,14 +16,14 @@ from tqdm.auto import tqdm
 
 from mmdlr.analysis.bundle import ModelBundle, save_bundle
 from mmdlr.analysis.clinical import clinical_table
+from mmdlr.analysis.comparisons import comparison_table, shown_models
 from mmdlr.analysis.config import AnalysisConfig, ParallelConfig, load_config
 from mmdlr.analysis.features import FeatureSet, FeatureTableError, load_feature_set
 from mmdlr.analysis.fold import PREDICTION_COLUMNS, FoldOutcome, fit_block, fit_row
 from mmdlr.analysis.grid import (COMBINED, EARLY, ENSEMBLE, SINGLE, STACKING, TABLE_NAMES, GridRow, SkippedRow,
                                  plan_rows)
 from mmdlr.analysis.plots import plot_calibration, plot_roc
-from mmdlr.analysis.summary import (delong_comparison, holdout_row, markdown_table, nested_row, pooled_predictions,
-                                    result_table)
+from mmdlr.analysis.summary import holdout_row, markdown_table, nested_row, pooled_predictions, result_table
 from mmdlr.atomic import atomic_path, write_csv
 from mmdlr.evaluate import Fold, holdout_fold, patient_groups, repeated_folds
 from mmdlr.io.manifest import Manifest
@@ -76,7 +76,7 @@ def run_analysis(features_dir: str | Path, out_dir: str | Path, config: Analysis
     """Run the analysis grid on ``features_dir``'s feature tables and write ``out_dir/results``.
 
     Writes table_{radiomics,deep,fusion}.csv/.md, predictions.csv, roc_*.png, calibration.png,
-    delong_tests.csv, skipped_rows.csv, config_used.yaml, models/ (joblib ModelBundles + index.csv)
+    comparisons.csv, shown_models.csv, skipped_rows.csv, config_used.yaml, models/ (joblib ModelBundles + index.csv)
     and, for the hold-out protocol with a manifest that has clinical columns, table_clinical.csv.
     """
     if not isinstance(config, AnalysisConfig):
@@ -106,7 +106,9 @@ def run_analysis(features_dir: str | Path, out_dir: str | Path, config: Analysis
     write_csv(predictions[PREDICTION_COLUMNS], results_dir / "predictions.csv")
     pooled = _pooled_by_method(predictions)
     tables = _write_tables(rows, predictions, pooled, config, results_dir, patient_groups(features.groups))
-    _write_comparisons(rows, tables, pooled, results_dir)
+    outer = config.nested_cv.outer_folds if config.protocol == "nested_cv" else None
+    write_csv(comparison_table(rows, config.comparisons, pooled, predictions, outer),
+              results_dir / "comparisons.csv")
     write_csv(pd.DataFrame([vars(row) for row in skipped], columns=["family", "method", "reason"]),
               results_dir / "skipped_rows.csv")
     with atomic_path(results_dir / "config_used.yaml") as temp:
@@ -173,9 +175,9 @@ def _write_tables(rows, predictions, pooled, config, results_dir, groups) -> dic
         plot_roc(pooled[pooled["family"] == family], [row.method for row in family_rows],
                  TABLE_TITLES[family].split(" (")[0], results_dir / f"roc_{name}.png")
         tables[family] = table
-    best = [(family, table.loc[table["auc"].idxmax(), "method"]) for family, table in tables.items()
-            if table["auc"].notna().any()]
-    plot_calibration(pooled, best, results_dir / "calibration.png")
+    shown = shown_models(rows, config.comparisons)
+    write_csv(pd.DataFrame(shown, columns=["family", "method"]), results_dir / "shown_models.csv")
+    plot_calibration(pooled, shown, results_dir / "calibration.png")
     return tables
 
 
@@ -184,27 +186,6 @@ def _pooled_by_method(predictions: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([pooled_predictions(frame).assign(family=family, method=method)
                       for (family, method), frame in predictions.groupby(["family", "method"], sort=False)],
                      ignore_index=True)
-
-
-def _best(table: pd.DataFrame, family: str, methods) -> tuple[str, str] | None:
-    candidates = table[table["method"].isin(methods) & table["auc"].notna()]
-    return None if candidates.empty else (family, candidates.loc[candidates["auc"].idxmax(), "method"])
-
-
-def _write_comparisons(rows, tables, pooled, results_dir) -> None:
-    """DeLong test of the best fusion row against the best single-modality row (per family and overall)."""
-    singles = {family: [r.method for r in rows if r.family == family and r.kind == SINGLE] for family in tables}
-    fusions = {family: [r.method for r in rows if r.family == family and r.kind != SINGLE] for family in tables}
-    pairs = [(f"{family}: best fusion vs best single modality", _best(tables[family], family, fusions[family]),
-              _best(tables[family], family, singles[family])) for family in tables]
-    if "radiomics+deep" in tables:
-        best_singles = [b for family in tables if (b := _best(tables[family], family, singles[family]))]
-        best_single = max(best_singles, key=lambda b: tables[b[0]].set_index("method").loc[b[1], "auc"], default=None)
-        pairs.append(("radiomics+deep fusion vs best single modality of any family",
-                      _best(tables["radiomics+deep"], "radiomics+deep", fusions["radiomics+deep"]), best_single))
-    records = [delong_comparison(name, a, b, pooled) for name, a, b in pairs if a and b]
-    write_csv(pd.DataFrame(records, columns=["comparison", "model_a", "model_b", "n_patients", "auc_a", "auc_b",
-                                             "z", "p_value"]), results_dir / "delong_tests.csv")
 
 
 def _slug(text: str) -> str:

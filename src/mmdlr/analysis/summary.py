@@ -6,10 +6,9 @@ from collections import Counter
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 from mmdlr.analysis.grid import GridRow
-from mmdlr.evaluate import (Interval, auc_ci, binary_metrics, corrected_t_ci, delong_test, group_bootstrap_ci,
+from mmdlr.evaluate import (Interval, auc_ci, binary_metrics, corrected_t_ci, group_bootstrap_ci,
                             newcombe_auc_ci, proportion_counts, wilson_ci)
 
 METRICS = ("accuracy", "auc", "sensitivity", "specificity")
@@ -30,10 +29,6 @@ TABLE_COLUMNS = ["method", "n_patients", "accuracy", "accuracy_low", "accuracy_h
 NESTED_COLUMNS = ["n_folds", "pooled_auc", "pooled_auc_low", "pooled_auc_high"]
 FORMATTED = {"accuracy": "Accuracy", "auc": "AUC", "sensitivity": "Sensitivity", "specificity": "Specificity",
              "brier": "Brier"}
-
-
-def _both_classes(labels) -> bool:
-    return len(np.unique(labels)) == 2
 
 
 def _store(summary: dict, notes: list[str], metric: str, interval: Interval) -> None:
@@ -160,17 +155,3 @@ def markdown_table(table: pd.DataFrame, title: str) -> str:
               *(f"* {method}: {note}." for method, note in zip(table["method"], table["ci_note"]) if note),
               "Specificity = TN / (TN + FP) (the paper's Eq. 3 prints FP / (FP + TN)).", ""]
     return "\n".join(lines)
-
-
-def delong_comparison(name: str, model_a: tuple[str, str], model_b: tuple[str, str], pooled: pd.DataFrame) -> dict:
-    """Paired DeLong test of two (family, method) models on the patients both predicted."""
-    a = pooled[(pooled["family"] == model_a[0]) & (pooled["method"] == model_a[1])].set_index("patient_id")
-    b = pooled[(pooled["family"] == model_b[0]) & (pooled["method"] == model_b[1])].set_index("patient_id")
-    common = a.index.intersection(b.index)
-    record = {"comparison": name, "model_a": " / ".join(model_a), "model_b": " / ".join(model_b),
-              "n_patients": len(common), "auc_a": np.nan, "auc_b": np.nan, "z": np.nan, "p_value": np.nan}
-    labels = a.loc[common, "label"].to_numpy()
-    if _both_classes(labels):
-        record["auc_a"], record["auc_b"] = (roc_auc_score(labels, frame.loc[common, "probability"]) for frame in (a, b))
-        record["z"], record["p_value"] = delong_test(labels, a.loc[common, "probability"], b.loc[common, "probability"])
-    return record

@@ -4,7 +4,7 @@ from mmdlr.evaluate.bootstrap import BOOTSTRAP_STATISTICS, group_bootstrap_ci
 from mmdlr.evaluate.delong import delong_auc_variance, delong_covariance, delong_test
 from mmdlr.evaluate.interval import Interval, auc_ci, newcombe_auc_ci, wilson_ci
 from mmdlr.evaluate.metrics import binary_metrics, proportion_counts, sensitivity, specificity, youden_threshold
-from mmdlr.evaluate.resampled_t import corrected_t_ci
+from mmdlr.evaluate.resampled_t import CorrectedTTest, corrected_t_ci, corrected_t_test
 from mmdlr.evaluate.splits import (
     Fold,
     OneClassFoldError,
@@ -17,6 +17,7 @@ from mmdlr.evaluate.splits import (
 
 __all__ = [
     "BOOTSTRAP_STATISTICS",
+    "CorrectedTTest",
     "Fold",
     "Interval",
     "OneClassFoldError",
@@ -24,6 +25,7 @@ __all__ = [
     "auc_ci",
     "binary_metrics",
     "corrected_t_ci",
+    "corrected_t_test",
     "delong_auc_variance",
     "delong_covariance",
     "delong_test",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from scipy.stats import t
 
@@ -24,3 +26,24 @@ def corrected_t_ci(fold_values, test_train_ratio: float, alpha: float = 0.05) ->
     half_width = t.ppf(1 - alpha / 2, len(values) - 1) * np.sqrt(
         (1 / len(values) + test_train_ratio) * values.var(ddof=1))
     return mean, float(mean - half_width), float(mean + half_width)
+
+
+class CorrectedTTest(NamedTuple):
+    mean: float
+    low: float
+    high: float
+    p_value: float
+
+
+def corrected_t_test(fold_differences, test_train_ratio: float, alpha: float = 0.05) -> CorrectedTTest:
+    """Paired comparison of two models by their fold-wise score differences: the mean difference, its
+    corrected resampled t interval and the two-sided p-value of t = mean / sqrt((1/J + ratio) s^2) on J - 1
+    degrees of freedom (Nadeau & Bengio 2003). NaN where the interval is undefined (see
+    :func:`corrected_t_ci`)."""
+    values = np.asarray(fold_differences, dtype=float)
+    values = values[~np.isnan(values)]
+    mean, low, high = corrected_t_ci(values, test_train_ratio, alpha)
+    if np.isnan(low):
+        return CorrectedTTest(mean, low, high, float("nan"))
+    statistic = mean / np.sqrt((1 / len(values) + test_train_ratio) * values.var(ddof=1))
+    return CorrectedTTest(mean, low, high, float(2 * t.sf(abs(statistic), len(values) - 1)))

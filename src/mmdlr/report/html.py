@@ -26,6 +26,12 @@ TABLES = (("radiomics", "Table 2 — conventional radiomic features"),
           ("fusion", "Table 4 — radiomic + deep feature fusion"))
 TABLE_COLUMNS = ["method", "n_patients", "Accuracy [95% CI]", "AUC [95% CI]", "Sensitivity [95% CI]",
                  "Specificity [95% CI]", "Brier [95% CI]", "classifier", "ci_note"]
+COMPARISONS_NOTE = (
+    "Pre-specified: the pairs listed in the config's `comparisons`, fixed before the test data were seen "
+    "(confirmatory). Exploratory: every other fusion vs single-modality pair, for hypothesis generation only. "
+    "DeLong's paired test (DeLong et al. 1988) on the pooled test predictions; under nested CV also the paired "
+    "fold-wise AUC difference with the Nadeau-Bengio corrected resampled t (Nadeau & Bengio 2003). p-values are "
+    "Holm-adjusted within each kind (Holm 1979).")
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222;line-height:1.45}
 h1{border-bottom:3px solid #2a6f97}h2{color:#2a6f97;margin-top:1.6em}
@@ -91,9 +97,10 @@ def _results_section(results: Path) -> str:
         parts.append("<h3>CNN baselines (softmax head, same split)</h3>"
                      + (_table(table[[c for c in TABLE_COLUMNS + ["weights"] if c in table]]) if len(table) else "")
                      + f"<p class='note'>{html.escape(note)}</p>")
-    delong = _read(results / "delong_tests.csv")
-    if delong is not None and len(delong):
-        parts.append("<h3>DeLong tests</h3>" + _table(delong, "{:.4f}"))
+    comparisons = _read(results / "comparisons.csv")
+    if comparisons is not None and len(comparisons):
+        parts.append("<h3>Model comparisons</h3>" + _table(comparisons, "{:.4f}")
+                     + f"<p class='note'>{html.escape(COMPARISONS_NOTE)}</p>")
     skipped = _read(results / "skipped_rows.csv")
     if skipped is not None and len(skipped):
         parts.append("<h3>Rows not computed</h3>" + _table(skipped))
@@ -102,18 +109,16 @@ def _results_section(results: Path) -> str:
 
 def _decision_curve_png(results: Path) -> bytes | None:
     predictions = _read(results / "predictions.csv")
-    tables = {name: _read(results / f"table_{name}.csv") for name, _ in TABLES}
-    if predictions is None:
+    shown = _read(results / "shown_models.csv")
+    if predictions is None or shown is None:
         return None
     figure = Figure(figsize=(6, 4.2))
     axis = figure.subplots()
     curve = None
-    for name, table in tables.items():
-        if table is None or table["auc"].isna().all():
-            continue
-        method = table.loc[table["auc"].idxmax(), "method"]
-        family = {"fusion": "radiomics+deep"}.get(name, name)
+    for family, method in shown[["family", "method"]].itertuples(index=False):
         chosen = predictions[(predictions["family"] == family) & (predictions["method"] == method)]
+        if chosen["label"].nunique() < 2:
+            continue
         pooled = chosen.groupby("patient_id").agg(label=("label", "first"), probability=("probability", "mean"))
         curve = decision_curve(pooled["label"], pooled["probability"])
         axis.plot(curve["threshold"], curve["model"], label=f"{family}: {method}")
@@ -121,7 +126,7 @@ def _decision_curve_png(results: Path) -> bytes | None:
         return None
     axis.plot(curve["threshold"], curve["treat_all"], "k--", label="treat all")
     axis.plot(curve["threshold"], curve["treat_none"], "k:", label="treat none")
-    axis.set(xlabel="threshold probability", ylabel="net benefit", title="Decision curves (best row per table)",
+    axis.set(xlabel="threshold probability", ylabel="net benefit", title="Decision curves (models fixed before testing)",
              ylim=(-0.1, max(0.05, curve["treat_all"].max()) * 1.15))
     axis.legend(fontsize=8)
     buffer = io.BytesIO()

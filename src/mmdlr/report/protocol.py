@@ -6,6 +6,14 @@ from mmdlr.io.manifest import Manifest
 from mmdlr.pipeline.config import RunConfig
 
 
+def _comparisons_text(analysis) -> str:
+    prespecified = "; ".join(f"{a} vs {b}" for a, b in analysis.comparisons) or "none"
+    tests = "DeLong's paired test" + (" and the fold-wise corrected resampled t" if analysis.protocol == "nested_cv"
+                                      else "")
+    return (f"model comparisons by {tests}: pre-specified in the config ({prespecified}); every other fusion vs "
+            "single-modality pair exploratory; Holm-adjusted p-values within each set")
+
+
 def protocol_items(config: RunConfig, source: Manifest) -> dict[str, str]:
     analysis, deep, roi = config.analysis, config.deep, config.roi
     modalities = ", ".join(m.upper() for m in source.modalities)
@@ -53,7 +61,6 @@ def protocol_items(config: RunConfig, source: Manifest) -> dict[str, str]:
         "Performance measures": ("Accuracy, AUC, sensitivity TP/(TP+FN), specificity TN/(TN+FP), Brier score with "
                                  f"95% CIs ({intervals}; an interval that cannot be computed is left empty with "
                                  "its reason in the table notes), calibration curve, decision curve; threshold "
-                                 f"{analysis.threshold} (never tuned on test data); DeLong test of the best "
-                                 "fusion vs the best single modality."),
+                                 f"{analysis.threshold} (never tuned on test data); {_comparisons_text(analysis)}."),
         "Reproducibility": "Every input file, setting, seed, package version and stage time is in provenance.json.",
     }
