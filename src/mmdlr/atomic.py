@@ -1,10 +1,11 @@
-"""Atomic writes: a file or folder appears complete or not at all."""
+"""Atomic writes: a file or folder appears complete or not at all, with the user's umask (0644/0755 by
+default), as a plain ``open``/``mkdir`` would give it."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,12 +18,7 @@ def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Pa
     """Yield a temporary sibling path; on success it replaces ``path``, on error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if directory:
-        temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    else:
-        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(handle)
-        temp = Path(name)
+    temp = _new_sibling(path, directory)
     try:
         yield temp
         if directory and path.exists():
@@ -31,6 +27,21 @@ def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Pa
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True) if directory else temp.unlink(missing_ok=True)
         raise
+
+
+def _new_sibling(path: Path, directory: bool) -> Path:
+    """Create a uniquely named hidden sibling of ``path``: modes 0o666/0o777 less the umask (tempfile's
+    mkstemp/mkdtemp would make it private, 0600/0700, and so the file that replaces ``path``)."""
+    while True:
+        temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            if directory:
+                temp.mkdir()
+            else:
+                os.close(os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return temp
+        except FileExistsError:
+            continue
 
 
 def write_csv(table: pd.DataFrame, path: str | os.PathLike) -> Path:

@@ -1,9 +1,20 @@
-"""Errors that name the patient and the file a problem comes from."""
+"""Errors a user can act on, naming the patient, file or setting a problem comes from.
+
+Every :class:`UserError` (and any ``ValueError`` or ``OSError``) is *anticipated*: ``mmdlr`` prints it
+as one line, ``mmdlr <command>: error: <message>``, and exits 2. Each subclass also derives from the
+built-in type it is, so ``except ValueError`` keeps catching a :class:`CaseError`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 
-class CaseError(ValueError):
+
+class UserError(Exception):
+    """A problem with the input, the configuration or the environment that the user can fix."""
+
+
+class CaseError(UserError, ValueError):
     """A problem with one patient's input (corrupt file, geometry mismatch, empty mask, ...)."""
 
     def __init__(self, message: str, patient_id: str | None = None, path: str | None = None):
@@ -17,7 +28,7 @@ class CaseError(ValueError):
         super().__init__(f"{where}: {message}" if where else message)
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """A manifest with one or more problems; ``problems`` lists every one."""
 
     def __init__(self, problems: list[str]):
@@ -25,12 +36,40 @@ class ManifestError(ValueError):
         super().__init__("manifest has %d problem(s):\n  %s" % (len(problems), "\n  ".join(problems)))
 
 
-def find_case_error(error: BaseException) -> CaseError | None:
-    """The CaseError behind an exception (MONAI's Compose re-raises transform errors as RuntimeError)."""
+class WeightsError(UserError, RuntimeError):
+    """Pretrained weights that cannot be found, fetched or loaded; ``file_name`` and ``cache_path`` name
+    the checkpoint an offline user can place by hand (None for a local file or a wheel)."""
+
+    def __init__(self, message: str, file_name: str | None = None, cache_path: str | None = None):
+        self.file_name = file_name
+        self.cache_path = cache_path
+        super().__init__(message)
+
+
+class PreflightError(UserError, ValueError):
+    """What a run needs that is missing, found before any stage ran; ``problems`` lists every one."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("; ".join(problems) if len(problems) == 1 else
+                         f"{len(problems)} problems before any stage ran: " + "; ".join(problems))
+
+
+def causes(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and the exceptions behind it, outermost first (``raise ... from`` and implicit context)."""
     seen = set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, CaseError):
-            return error
+        yield error
         seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+
+
+def find_cause(error: BaseException, kinds: type | tuple[type, ...]) -> BaseException | None:
+    """The outermost exception of ``kinds`` behind ``error`` (MONAI's Compose and config parser re-raise
+    the errors of transforms and expressions as ``RuntimeError``), or None."""
+    return next((cause for cause in causes(error) if isinstance(cause, kinds)), None)
+
+
+def find_case_error(error: BaseException) -> CaseError | None:
+    """The CaseError behind an exception, or None."""
+    return find_cause(error, CaseError)

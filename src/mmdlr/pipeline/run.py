@@ -28,6 +28,7 @@ from mmdlr.parallel import dask_client
 from mmdlr.pipeline.baselines import baselines_stage
 from mmdlr.pipeline.bundle import bundle_overrides, run_bundle_config, write_patient_list
 from mmdlr.pipeline.config import RunConfig
+from mmdlr.pipeline.preflight import require_preflight
 from mmdlr.pipeline.provenance import input_hashes, write_provenance
 from mmdlr.pipeline.stages import StageRunner, code_version
 from mmdlr.radiomics.extract import DEFAULT_PARAMS, extract_cohort
@@ -123,6 +124,7 @@ def run_pipeline(manifest_path: str | Path, config: RunConfig, out_dir: str | Pa
 
     set_max_decoded_mb(config.io.max_decoded_mb)
     out = Path(out_dir).resolve()
+    require_preflight(manifest_path, config, out)
     out.mkdir(parents=True, exist_ok=True)
     unknown = set(force) - set(STAGES)
     if unknown:
