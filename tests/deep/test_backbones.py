@@ -1,8 +1,10 @@
-"""Backbone registry, the classifier's frozen protocol and fine-tuning boundary, and the EfficientNet port."""
+"""Backbone registry, the classifier's frozen protocol, fine-tuning boundary and checkpoint settings, and the
+EfficientNet port."""
 
 from __future__ import annotations
 
 import sys
+from itertools import chain
 
 import numpy as np
 import pytest
@@ -11,10 +13,15 @@ from matplotlib import cbook
 from PIL import Image
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmdlr.deep import (BACKBONES, DeepClassifier, extract_features, get_backbone, imagenet_state_dict, load_pretrained,
-                        trainable_from)
+from mmdlr.deep import (BACKBONES, DeepClassifier, checkpoint_setting, checkpoint_settings, extract_features,
+                        get_backbone, imagenet_state_dict, load_pretrained, trainable_from)
 
 MILITARY_UNIFORM = 652  # ImageNet class of the Grace Hopper portrait
+
+
+def tensors(network: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of every parameter and buffer."""
+    return {name: t.detach().clone() for name, t in chain(network.named_parameters(), network.named_buffers())}
 
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))
@@ -36,13 +43,13 @@ def test_backbone_pooled_width_and_gradcam_layer(name):
 def test_extract_features_runs_channels_last_and_leaves_the_network_as_it_was(name):
     torch.manual_seed(0)
     network = DeepClassifier(name).set_trainable("all").train()
-    before = {key: value.clone() for key, value in network.state_dict().items()}
+    before = tensors(network)
     images = torch.randn(5, 3, 64, 64)
     items = [{"image": image, "patient_id": f"P{i}", "label": i % 2, "split": "train", "group": f"P{i}"}
              for i, image in enumerate(images)]
     result = extract_features(network, items, batch_size=2)
     assert network.training and all(p.is_contiguous() for p in network.parameters())
-    assert all(torch.equal(value, before[key]) for key, value in network.state_dict().items())
+    assert all(torch.equal(value, before[key]) for key, value in tensors(network).items())
     network.eval()
     with torch.no_grad():
         expected = network.features(images)
@@ -88,6 +95,47 @@ def test_bad_trainable_settings_are_explained():
         trainable_from("partial", "layer4")
     assert trainable_from("frozen", "layer4") is None
     assert trainable_from("finetune", "layer4") == "layer4"
+
+
+def test_checkpoint_is_a_plain_state_dict_that_records_the_network_settings(tmp_path):
+    network = DeepClassifier("efficientnet_lite0", spatial_size=[64, 64])
+    torch.save(network.state_dict(), tmp_path / "model.pt")
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert state["_extra_state"] == {"backbone": "efficientnet_lite0", "num_classes": 2, "spatial_size": [64, 64]}
+    assert all(torch.is_tensor(value) for key, value in state.items() if key != "_extra_state")
+    assert checkpoint_settings(tmp_path / "model.pt") == state["_extra_state"]
+    assert checkpoint_setting(tmp_path / "model.pt", "backbone", "resnet50") == "efficientnet_lite0"
+    assert checkpoint_setting(tmp_path / "absent.pt", "backbone", "resnet50") == "resnet50"
+    restored = DeepClassifier("efficientnet_lite0", spatial_size=(64, 64))
+    restored.load_state_dict(state)
+    assert torch.equal(restored.head.weight, network.head.weight)
+
+
+@pytest.mark.parametrize(("built", "message"), [
+    ({"backbone": "resnet50", "spatial_size": [64, 64]}, "trained with backbone 'efficientnet_lite0' but this "
+                                                         "network is built with backbone 'resnet50'"),
+    ({"backbone": "efficientnet_lite0"}, "trained with spatial_size [64, 64] but this network is built with "
+                                         "spatial_size [224, 224]"),
+])
+def test_loading_weights_of_other_settings_says_which_differ(built, message):
+    state = DeepClassifier("efficientnet_lite0", spatial_size=[64, 64]).state_dict()
+    with pytest.raises(RuntimeError) as error:
+        DeepClassifier(**built).load_state_dict(state)
+    assert message in str(error.value) and "leave --backbone and --spatial_size out" in str(error.value)
+
+
+def test_checkpoints_without_valid_settings_are_named(tmp_path):
+    old = {key: value for key, value in DeepClassifier("efficientnet_lite0").state_dict().items()
+           if key != "_extra_state"}
+    torch.save(old, tmp_path / "old.pt")
+    forged = DeepClassifier("efficientnet_lite0").state_dict() | {"_extra_state": {"backbone": "vgg19"}}
+    torch.save(forged, tmp_path / "forged.pt")
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    for name in ("old.pt", "forged.pt"):
+        with pytest.raises(ValueError, match=f"checkpoint .*{name} records no valid network settings"):
+            checkpoint_settings(tmp_path / name)
+    with pytest.raises(ValueError, match="text.pt cannot be read as a torch state dict"):
+        checkpoint_settings(tmp_path / "text.pt")
 
 
 def test_efficientnet_lite0_port_classifies_imagenet_photo():

@@ -4,7 +4,8 @@ The MONAI bundle under ``bundle/`` drives these pieces from JSON (``"$import mmd
 """
 
 from mmdlr.deep.backbones import BACKBONES, BackboneSpec, get_backbone
-from mmdlr.deep.classifier import MODES, DeepClassifier, trainable_from
+from mmdlr.deep.classifier import (MODES, SETTINGS, DeepClassifier, checkpoint_setting, checkpoint_settings,
+                                   trainable_from)
 from mmdlr.deep.data import PARTS, partition, select_patients
 from mmdlr.deep.features import PRECISIONS, FeatureDataset, Features, check_precision, extract_features, pooled_features
 from mmdlr.deep.gradcam import roi_heatmap, save_gradcam
@@ -14,7 +15,8 @@ from mmdlr.deep.weights import imagenet_cache_path, imagenet_state_dict, load_pr
 
 __all__ = [
     "BACKBONES", "BackboneSpec", "DeepClassifier", "FeatureDataset", "Features", "MODES", "PARTS", "PRECISIONS",
-    "PROB_COLUMN", "check_precision", "extract_features", "feature_column", "get_backbone", "imagenet_cache_path",
-    "imagenet_state_dict", "load_pretrained", "partition", "pooled_features", "roi_heatmap", "save_gradcam", "select_patients", "trainable_from",
-    "write_deep_table", "write_metrics",
+    "PROB_COLUMN", "SETTINGS", "check_precision", "checkpoint_setting", "checkpoint_settings", "extract_features",
+    "feature_column", "get_backbone", "imagenet_cache_path", "imagenet_state_dict", "load_pretrained", "partition",
+    "pooled_features", "roi_heatmap", "save_gradcam", "select_patients", "trainable_from", "write_deep_table",
+    "write_metrics",
 ]
