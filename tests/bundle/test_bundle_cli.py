@@ -20,9 +20,11 @@ def bundle_run(*args: str) -> None:
 
 
 def test_default_resnet50_train_then_inference(small_cohort, tmp_path):
+    """Inference is not told the input size training used: it reads it from the checkpoint."""
     contract = ["--meta_file", str(CONFIGS / "metadata.json"), "--manifest", str(small_cohort), "--modality", "us",
-                "--output_dir", str(tmp_path), "--spatial_size", "[64,64]"]
-    bundle_run("--config_file", str(CONFIGS / "train.json"), *contract, "--max_epochs", "1", "--weights", "none")
+                "--output_dir", str(tmp_path)]
+    bundle_run("--config_file", str(CONFIGS / "train.json"), *contract, "--spatial_size", "[64,64]",
+               "--max_epochs", "1", "--weights", "none")
     assert (tmp_path / "models" / "us" / "model.pt").exists()
     bundle_run("--config_file", str(CONFIGS / "inference.json"), *contract, "--weights", "none")
     table = pd.read_csv(tmp_path / "deep_us.csv")

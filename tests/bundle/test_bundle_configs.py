@@ -8,10 +8,14 @@ from pathlib import Path
 import monai
 import pytest
 import torch
+from monai.bundle import ConfigParser
+
+from mmdlr.deep import DeepClassifier, get_backbone
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundle" / "configs"
 RUNNABLE = ("train", "inference", "evaluate", "gradcam")
+FROM_CHECKPOINT = ("inference", "evaluate", "gradcam")
 
 METADATA_TYPES = {
     "schema": str, "version": str, "changelog": dict, "monai_version": str, "pytorch_version": str,
@@ -23,6 +27,13 @@ METADATA_TYPES = {
 
 def load(name: str) -> dict:
     return json.loads((CONFIGS / f"{name}.json").read_text())
+
+
+def parse(name: str, **overrides) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / f"{name}.json"))
+    parser.update(overrides)
+    return parser
 
 
 def test_metadata_has_the_bundle_spec_keys_with_their_types():
@@ -78,3 +89,38 @@ def test_multi_gpu_config_overrides_train_config_ids():
         assert root in train or root in ("initialize", "run", "finalize"), key
     assert multi["trained_network"]["_target_"] == "torch.nn.parallel.DistributedDataParallel"
     assert multi["train#sampler"]["_target_"] == "DistributedSampler"
+
+
+@pytest.mark.parametrize("name", FROM_CHECKPOINT)
+def test_configs_rebuild_the_network_the_checkpoint_records(name, tmp_path):
+    """Without a checkpoint the defaults are train.json's; with one, its backbone and input size."""
+    train = load("train")
+    defaults = parse(name, ckpt_path=str(tmp_path / "absent.pt"))
+    assert (defaults.get_parsed_content("backbone"), defaults.get_parsed_content("spatial_size")) == \
+        (train["backbone"], train["spatial_size"])
+    torch.save(DeepClassifier("efficientnet_lite0", spatial_size=[96, 80]).state_dict(), tmp_path / "model.pt")
+    parser = parse(name, ckpt_path=str(tmp_path / "model.pt"))
+    network = parser.get_parsed_content("network_def")
+    assert network.get_extra_state() == {"backbone": "efficientnet_lite0", "num_classes": 2, "spatial_size": [96, 80]}
+    assert parser.get_parsed_content("image_mean") == get_backbone("efficientnet_lite0").mean
+
+
+def test_network_data_format_matches_the_default_network_and_preprocessing(tmp_path):
+    """metadata.json describes what inference.json's defaults feed the network and what it returns."""
+    image, pred = (load("metadata")["network_data_format"][part][key] for part, key in (("inputs", "image"),
+                                                                                         ("outputs", "pred")))
+    parser = parse("inference", bundle_root=str(tmp_path))
+    transforms = {t["_target_"]: t for t in load("inference")["deterministic_transforms"]}
+    assert image["spatial_shape"] == parser.get_parsed_content("spatial_size")
+    assert image["num_channels"] == transforms["RepeatChanneld"]["repeats"]
+    scaled = transforms["ScaleIntensityRangePercentilesd"]
+    assert (scaled["b_min"], scaled["b_max"], scaled["clip"]) == (0.0, 1.0, True)
+    spec = get_backbone(parser.get_parsed_content("backbone"))
+    lowest = min((0 - mean) / std for mean, std in zip(spec.mean, spec.std))
+    highest = max((1 - mean) / std for mean, std in zip(spec.mean, spec.std))
+    assert image["value_range"] == pytest.approx([lowest, highest], abs=1e-4)
+    network = parser.get_parsed_content("network_def").eval()
+    with torch.no_grad():
+        output = network(torch.rand(1, image["num_channels"], *image["spatial_shape"]))
+    assert list(output.shape) == pred["spatial_shape"] and output.shape[1] == pred["num_channels"]
+    assert str(output.dtype) == f"torch.{pred['dtype']}" == f"torch.{image['dtype']}"

