@@ -1,7 +1,8 @@
-"""Building Predictor inputs and upload parts from the finished run's cohort manifest."""
+"""Building Predictor inputs and upload parts from the finished run's cohort manifest; a free loopback port."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +12,14 @@ from mmdlr.serve import CaseFiles
 MODALITIES = ("us", "mg", "mr")
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+LOCAL_URL = "http://localhost"  # TestClient's base URL: a Host the server allows by default
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
 
 
 def read_cohort(run_dir: Path) -> pd.DataFrame:

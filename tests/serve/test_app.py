@@ -1,9 +1,10 @@
-"""Every route and every error of the HTTP API, in-process (FastAPI TestClient)."""
+"""Every route and every error of the HTTP API, in-process (FastAPI TestClient on a loopback Host)."""
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import tempfile
 from pathlib import Path
 
@@ -15,16 +16,17 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from mmdlr.io.readers import read_image
-from mmdlr.serve.app import create_app
+from mmdlr.serve.app import ServeSettings, create_app
 
-from .cases import AUTH, TOKEN, upload_parts
+from .cases import AUTH, LOCAL_URL, TOKEN, upload_parts
 
 MAX_UPLOAD_MB = 2
 
 
 @pytest.fixture(scope="module")
 def client(predictor):
-    return TestClient(create_app(predictor, token=TOKEN, max_upload_mb=MAX_UPLOAD_MB))
+    return TestClient(create_app(predictor, ServeSettings(token=TOKEN, max_upload_mb=MAX_UPLOAD_MB)),
+                      base_url=LOCAL_URL)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,21 @@ def infer(client, model, files, output="json", params=None, headers=AUTH):
 
 
 def test_health_needs_no_token(client):
-    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/health").json() == {"status": "ok", "inference": {"running": 0, "waiting": 0}}
+
+
+def test_api_docs_need_the_token(client):
+    for route in ("/docs", "/redoc", "/openapi.json"):
+        assert client.get(route).status_code == 401, route
+        assert client.get(route, headers=AUTH).status_code == 200, route
+    assert "/infer/{model}" in client.get("/openapi.json", headers=AUTH).json()["paths"]
+
+
+def test_only_the_allowed_host_names_are_answered(client):
+    for host in ("localhost:8000", "127.0.0.1", "[::1]:8000"):
+        assert client.get("/health", headers={"Host": host}).status_code == 200, host
+    for host in ("evil.example", "mmdlr.localhost.evil.example", "10.0.0.1"):
+        assert client.get("/health", headers={"Host": host}).status_code == 400, host
 
 
 def test_info_lists_models_with_modalities_protocol_and_test_metrics(client, run_dir):
@@ -152,6 +168,10 @@ def test_bad_files_are_400_naming_the_field_and_file(client, patient):
         "mismatch": ([("us_image", image), ("us_mask", ("short.png", lesion))], "us_mask (short.png): mask shape"),
         "empty mask": ([("us_image", image), ("us_mask", ("blank.png", png_bytes(np.zeros(shape, np.uint8))))],
                        "us_mask (blank.png): mask is empty"),
+        "empty file": ([("us_image", image), ("us_mask", ("nothing.png", b""))],
+                       "us_mask (nothing.png) is an empty file"),
+        "bomb": ([("us_image", ("bomb.png", png_bytes(np.zeros((20000, 20000), np.uint8)))), ("us_mask", image)],
+                 "us_image (bomb.png)"),
         "unknown field": ([("us_image", image), ("us_mask", image), ("dbt_image", image)],
                           "unknown file field 'dbt_image'"),
         "half a pair": ([("us_image", image)], "us_image was uploaded without us_mask"),
@@ -163,6 +183,35 @@ def test_bad_files_are_400_naming_the_field_and_file(client, patient):
     text = client.post("/infer/deep_us", data={"us_image": "/etc/passwd", "us_mask": "/etc/passwd"}, headers=AUTH)
     assert text.status_code == 400 and "must be a file upload" in text.json()["detail"]
     assert upload_dirs() == before
+
+
+def test_a_lesion_too_small_for_radiomics_is_400_naming_the_mask(client, patient):
+    """A 1-pixel lesion crops fine and the CNN reads it, but PyRadiomics cannot: 400 before extraction."""
+    shape = read_image(patient["us_image"]).array.shape
+    dot = np.zeros(shape, np.uint8)
+    dot[shape[0] // 2, shape[1] // 2] = 255
+    files = upload_parts(patient, ["us"])[:1] + [("us_mask", ("dot.png", png_bytes(dot)))]
+    response = infer(client, "radiomics_us", files)
+    assert response.status_code == 400, response.text
+    assert response.json()["detail"].startswith("file us_mask (dot.png): the lesion is too small for radiomics")
+    assert infer(client, "deep_us", files).status_code == 200
+
+
+def test_unexpected_errors_are_500_with_an_error_id_and_no_internals(predictor, patient, monkeypatch, caplog):
+    def failing(files, models=None, patient_id=None):
+        raise RuntimeError(f"numpy exploded reading {files['us'].image}")
+
+    monkeypatch.setattr(predictor, "predict", failing)
+    client = TestClient(create_app(predictor, ServeSettings(token=TOKEN)), base_url=LOCAL_URL,
+                        raise_server_exceptions=False)
+    with caplog.at_level(logging.ERROR, logger="mmdlr.serve.app"):
+        response = infer(client, "deep_us", upload_parts(patient, ["us"]))
+    assert response.status_code == 500
+    error_id = response.json()["error_id"]
+    assert len(error_id) == 32 and error_id in response.json()["detail"]
+    assert "exploded" not in response.text and "mmdlr-upload" not in response.text
+    [record] = [r for r in caplog.records if error_id in r.getMessage()]
+    assert "numpy exploded reading" in str(record.exc_info[1]) and "/infer/deep_us" in record.getMessage()
 
 
 def test_missing_modality_is_422_naming_it(client, patient):

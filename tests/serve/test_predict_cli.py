@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from mmdlr.cli.main import main
 from mmdlr.serve.app import create_app
 
-from .cases import present, upload_parts
+from .cases import LOCAL_URL, present, upload_parts
 
 
 def test_every_usable_model_for_every_patient(predict_csv, new_manifest, predictor):
@@ -26,7 +26,7 @@ def test_every_usable_model_for_every_patient(predict_csv, new_manifest, predict
 
 
 def test_server_answers_exactly_as_predict(predict_csv, new_manifest, predictor):
-    client = TestClient(create_app(predictor))
+    client = TestClient(create_app(predictor), base_url=LOCAL_URL)
     patients = pd.read_csv(new_manifest, dtype=str, keep_default_na=False)
     for model in ("radiomics_mg_mr_us", "deep_stacking", "fusion_ensemble"):
         for _, row in patients.head(2).iterrows():

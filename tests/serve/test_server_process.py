@@ -1,9 +1,8 @@
-"""A real `mmdlr serve` (uvicorn subprocess on a free loopback port): token, 200 concurrent requests whose
-answers equal `mmdlr predict`, and stable memory."""
+"""A real `mmdlr serve` (uvicorn subprocess on a free loopback port): token, Host check, 200 concurrent
+requests whose answers equal `mmdlr predict`, and stable memory."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -14,20 +13,13 @@ import pandas as pd
 import psutil
 import pytest
 
-from .cases import AUTH, TOKEN, upload_parts
+from .cases import AUTH, HOST, TOKEN, free_port, upload_parts
 
-HOST = "127.0.0.1"
 REQUESTS, CLIENTS, BATCH = 200, 8, 50
 MODELS = ("deep_us", "radiomics_us")
 # Measured growth after the first 50 requests is a few MB (allocator arenas of the worker threads settle
 # during the first batch); a leak of the uploads or the feature arrays would add several MB per request.
 MAX_RSS_GROWTH = 150 * 2**20
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +52,12 @@ def server(run_dir, tmp_path_factory):
             process.wait()
 
 
-def test_token_is_required_except_for_health(server):
+def test_token_is_required_except_for_health_and_the_host_must_be_a_loopback_name(server):
     url, _ = server
     assert httpx.get(f"{url}/health").status_code == 200
+    assert httpx.get(f"{url}/health", headers={"Host": "rebound.attacker.example"}).status_code == 400
     assert httpx.get(f"{url}/info/").status_code == 401
+    assert httpx.get(f"{url}/docs").status_code == 401 and httpx.get(f"{url}/openapi.json").status_code == 401
     assert httpx.post(f"{url}/infer/deep_us").status_code == 401
     assert httpx.get(f"{url}/info/", headers=AUTH).json()["models"]["deep_us"]["modalities"] == ["us"]
 

@@ -26,7 +26,7 @@ DEFAULT_PARAMS = {"2d": CONFIG_DIR / "radiomics_2d.yaml", "3d": CONFIG_DIR / "ra
 EXTRACTOR_LOCK = threading.Lock()  # PyRadiomics' extractor set-up (pykwalify, ruamel) is not thread-safe
 
 
-def _roi_files(roi_dir: Path, use_volume: bool) -> tuple[Path, Path]:
+def roi_files(roi_dir: Path, use_volume: bool) -> tuple[Path, Path]:
     suffix = "_3d" if use_volume else ""
     return roi_dir / f"image{suffix}.nii.gz", roi_dir / f"mask{suffix}.nii.gz"
 
@@ -37,7 +37,7 @@ def extract_roi(roi_dir: str | os.PathLike, params: str | os.PathLike, use_volum
     from radiomics import featureextractor
 
     roi_dir = Path(roi_dir)
-    image, mask = _roi_files(roi_dir, use_volume)
+    image, mask = roi_files(roi_dir, use_volume)
     roi_key = json.loads((roi_dir / "roi.json").read_text())["key"]
     key = hashlib.sha256(f"{roi_key}|{Path(params).read_text()}|{use_volume}|{radiomics.__version__}"
                          .encode()).hexdigest()[:16]
@@ -58,7 +58,7 @@ def _extract_row(row: dict, params: Path, use_volume: bool) -> dict:
     try:
         return row | extract_roi(row["roi_dir"], params, use_volume)
     except Exception as error:
-        image, _ = _roi_files(Path(row["roi_dir"]), use_volume)
+        image, _ = roi_files(Path(row["roi_dir"]), use_volume)
         return row | {"error": f"{type(error).__name__}: {error}", "file": str(image)}
 
 

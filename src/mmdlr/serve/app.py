@@ -1,9 +1,13 @@
 """The HTTP server (FastAPI), shaped like MONAI Label: ``GET /info/``, ``POST /infer/{model}``, ``GET /health``.
 
-Every route but ``/health`` needs the bearer token when one is set. Uploads are copied into a private
-temporary folder that is deleted after the request; inference runs in worker threads, at most
-``max_concurrent`` at a time, never on the event loop. Errors are JSON ``{"detail": ...}``: 400 bad
-files or fields, 401 token, 404 unknown model, 413 too large, 422 missing modality.
+Every route but ``/health`` (the API docs included) needs the bearer token when one is set, and every
+request needs a ``Host`` among the allowed names. An inference request is admitted only while the queue and
+the spool limit have room (503 with ``Retry-After`` otherwise, before its body is read); its fields are
+checked as soon as its form is parsed; then it waits for one of ``max_concurrent`` compute slots (dropped if
+its client leaves) and runs in a worker thread of its own pool, so ``/health`` and ``/info/`` never wait on
+inference. Uploads are copied into a private temporary folder deleted after the request. Errors are JSON
+``{"detail": ...}``: 400 bad files or fields, 401 token, 404 unknown model, 413 too large, 422 missing
+modality, 503 busy, and 500 with an ``error_id`` for anything else (its traceback only in the server log).
 """
 
 from __future__ import annotations
@@ -11,40 +15,103 @@ from __future__ import annotations
 import hmac
 import io
 import json
+import logging
 import tempfile
-import threading
 import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import JSONResponse, Response
 from PIL import Image
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import ClientDisconnect
 
 from mmdlr import __version__
 from mmdlr.errors import CaseError
 from mmdlr.io.manifest import LABEL_NAMES
-from mmdlr.serve.limits import BodySizeLimit
+from mmdlr.serve.limits import BodySizeLimit, InferenceAdmission
 from mmdlr.serve.predictor import MissingModalityError, Prediction, Predictor
 from mmdlr.serve.run_folder import ServedModel, UnknownModelError
-from mmdlr.serve.uploads import SavedUploads, UploadError, save_uploads, upload_fields
+from mmdlr.serve.uploads import (MAX_FILES, MAX_TEXT_FIELDS, PARAMS, CaseForm, UploadError, read_case_form,
+                                 save_uploads, upload_fields)
 
+log = logging.getLogger(__name__)
 LABELS = {name: index for index, name in enumerate(LABEL_NAMES)}
-PARAMS_FIELD = "params"
-PARAMS = ("modality",)
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")  # Host header names; an IPv6 literal keeps its brackets
+DISCONNECT_POLL_S = 0.5  # how often a request waiting for a compute slot checks that its client is still there
+CLIENT_CLOSED = 499  # the status logged for a request dropped because its client left (nginx's convention)
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """How the server guards itself; `mmdlr serve` has an option of the same name for each."""
+
+    token: str | None = None
+    max_upload_mb: float = 100
+    max_concurrent: int = 4
+    max_queue: int = 64
+    max_spool_mb: float = 512
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
+
+    def __post_init__(self):
+        if self.max_spool_mb < self.max_upload_mb:
+            raise ValueError(f"--max-spool-mb ({self.max_spool_mb:g}) must be at least --max-upload-mb "
+                             f"({self.max_upload_mb:g}), or no upload of the largest allowed size could be taken")
+
+
+class ComputeSlots:
+    """At most ``size`` inference computations at once, in worker threads of their own pool."""
+
+    def __init__(self, size: int):
+        self.free = anyio.Semaphore(size)
+        self.threads = anyio.CapacityLimiter(size)
+        self.waiting = self.running = 0
+
+    async def run(self, request: Request, function, *args):
+        """``function(*args)`` in a worker thread once a slot is free; ClientDisconnect if the client left
+        while waiting."""
+        self.waiting += 1
+        try:
+            while True:
+                with anyio.move_on_after(DISCONNECT_POLL_S):
+                    await self.free.acquire()
+                    break
+                if await request.is_disconnected():
+                    raise ClientDisconnect
+        finally:
+            self.waiting -= 1
+        self.running += 1
+        try:
+            return await anyio.to_thread.run_sync(function, *args, limiter=self.threads)
+        finally:
+            self.running -= 1
+            self.free.release()
 
 
 def bearer_token(token: str | None):
     """A dependency that requires ``Authorization: Bearer <token>`` (nothing when ``token`` is empty)."""
     expected = f"Bearer {token}".encode() if token else None
 
-    def check(authorization: str | None = Header(default=None)) -> None:
+    async def check(authorization: str | None = Header(default=None)) -> None:
         if expected and not (authorization and hmac.compare_digest(authorization.encode(), expected)):
             raise HTTPException(401, "missing or wrong bearer token (header Authorization: Bearer <token>)",
                                 headers={"WWW-Authenticate": "Bearer"})
 
     return check
+
+
+async def internal_error(request: Request, error: Exception) -> JSONResponse:
+    """500 for anything that is not the input's fault: an error id for the client, the traceback in the log."""
+    error_id = uuid.uuid4().hex
+    log.error("error %s on %s %s", error_id, request.method, request.url.path, exc_info=error)
+    return JSONResponse({"detail": f"internal server error {error_id}: the server log has its details",
+                         "error_id": error_id}, status_code=500)
 
 
 def service_info(predictor: Predictor, max_upload_mb: float) -> dict:
@@ -69,22 +136,19 @@ def service_info(predictor: Predictor, max_upload_mb: float) -> dict:
             "params": list(PARAMS), "max_upload_mb": max_upload_mb, "models": models}
 
 
-def read_params(values: list) -> dict:
-    """The optional ``params`` form field: one JSON object with known keys."""
-    if not values:
-        return {}
-    if len(values) > 1 or not isinstance(values[0], str):
-        raise UploadError("params must be one text field holding a JSON object")
-    try:
-        params = json.loads(values[0])
-    except json.JSONDecodeError as error:
-        raise UploadError(f"params is not valid JSON ({error})") from error
-    if not isinstance(params, dict):
-        raise UploadError("params must be a JSON object, e.g. {\"modality\": \"us\"}")
-    unknown = sorted(set(params) - set(PARAMS))
-    if unknown:
-        raise UploadError(f"unknown params {', '.join(unknown)}; known: {', '.join(PARAMS)}")
-    return params
+def gradcam_modality(model: ServedModel, form: CaseForm) -> str:
+    """The modality whose CNN ``output=image`` explains: ``params.modality``, or the model's only CNN."""
+    choices = model.cnn_modalities
+    if not choices:
+        raise UploadError(f"model {model.name} reads no CNN features, so it has no Grad-CAM")
+    modality = form.params.get("modality") or (choices[0] if len(choices) == 1 else None)
+    if modality not in choices:
+        raise UploadError(f"params must name a Grad-CAM modality of model {model.name}: "
+                          f"{' or '.join(json.dumps({'modality': m}) for m in choices)}")
+    if modality not in form.files:
+        raise MissingModalityError(f"Grad-CAM of modality {modality} needs files {modality}_image and "
+                                   f"{modality}_mask", [modality])
+    return modality
 
 
 def prediction_json(prediction: Prediction, latencies: dict[str, float]) -> dict:
@@ -102,33 +166,28 @@ def png_bytes(rgb) -> bytes:
     return buffer.getvalue()
 
 
-def create_app(predictor: Predictor, token: str | None = None, max_upload_mb: float = 100,
-               max_concurrent: int = 4) -> FastAPI:
-    """The server of one run's models (``token`` None: no authentication)."""
-    app = FastAPI(title="mmdlr", version=__version__, description=__doc__.split("\n")[0])
-    app.add_middleware(BodySizeLimit, max_bytes=int(max_upload_mb * 2**20))
-    authorised = [Depends(bearer_token(token))]
-    info = service_info(predictor, max_upload_mb)
-    slots = threading.BoundedSemaphore(max_concurrent)
+def create_app(predictor: Predictor, settings: ServeSettings = ServeSettings()) -> FastAPI:
+    """The server of one run's models."""
+    app = FastAPI(title="mmdlr", version=__version__, description=__doc__.split("\n")[0],
+                  docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(InferenceAdmission, capacity=settings.max_concurrent + settings.max_queue,
+                       max_held_bytes=int(settings.max_spool_mb * 2**20))
+    app.add_middleware(BodySizeLimit, max_bytes=int(settings.max_upload_mb * 2**20))
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
+    app.add_exception_handler(Exception, internal_error)
+    authorised = [Depends(bearer_token(settings.token))]
+    info = service_info(predictor, settings.max_upload_mb)
+    slots = ComputeSlots(settings.max_concurrent)
 
-    def explain(model: ServedModel, uploads: SavedUploads, params: dict) -> Response:
-        choices = model.cnn_modalities
-        modality = params.get("modality") or (choices[0] if len(choices) == 1 else None)
-        if not choices:
-            raise UploadError(f"model {model.name} reads no CNN features, so it has no Grad-CAM")
-        if modality not in choices:
-            raise UploadError(f"params must name a Grad-CAM modality of model {model.name}: "
-                              f"{' or '.join(json.dumps({'modality': m}) for m in choices)}")
-        overlay = predictor.explain(model.name, modality, uploads.files)
-        return Response(png_bytes(overlay), media_type="image/png", headers={"X-MMDLR-Modality": modality})
-
-    def infer_files(model: ServedModel, items: list, params: dict, output: str, started: float):
-        with slots, tempfile.TemporaryDirectory(prefix="mmdlr-upload-") as folder:
-            uploads = save_uploads(items, predictor.folder.modalities, Path(folder))
+    def infer_files(model: ServedModel, form: CaseForm, gradcam: str | None, started: float):
+        with tempfile.TemporaryDirectory(prefix="mmdlr-upload-") as folder:
+            uploads = save_uploads(form, Path(folder))
             saved = time.perf_counter()
             try:
-                if output == "image":
-                    return explain(model, uploads, params)
+                if gradcam:
+                    overlay = predictor.explain(model.name, gradcam, uploads.files)
+                    return Response(png_bytes(overlay), media_type="image/png",
+                                    headers={"X-MMDLR-Modality": gradcam})
                 prediction = predictor.predict(uploads.files, [model.name])[0]
             except CaseError as error:
                 status = 422 if isinstance(error, MissingModalityError) else 400
@@ -138,11 +197,11 @@ def create_app(predictor: Predictor, token: str | None = None, max_upload_mb: fl
                                             "total": done - started})
 
     @app.get("/health")
-    def health() -> dict:
-        return {"status": "ok"}
+    async def health() -> dict:
+        return {"status": "ok", "inference": {"running": slots.running, "waiting": slots.waiting}}
 
     @app.get("/info/", dependencies=authorised)
-    def get_info() -> dict:
+    async def get_info() -> dict:
         return info
 
     @app.post("/infer/{model}", dependencies=authorised)
@@ -152,15 +211,31 @@ def create_app(predictor: Predictor, token: str | None = None, max_upload_mb: fl
             served = predictor.folder.model(model)
         except UnknownModelError as error:
             raise HTTPException(404, str(error)) from error
-        form = await request.form()
         try:
-            items = form.multi_items()
-            params = read_params([value for field, value in items if field == PARAMS_FIELD])
-            files = [(field, value) for field, value in items if field != PARAMS_FIELD]
-            return await run_in_threadpool(infer_files, served, files, params, output, started)
+            async with request.form(max_files=MAX_FILES, max_fields=MAX_TEXT_FIELDS) as form:
+                case = read_case_form(form, predictor.folder.modalities)
+                gradcam = gradcam_modality(served, case) if output == "image" else None
+                if not gradcam:
+                    predictor.usable_modalities(served, list(case.files))
+                return await slots.run(request, infer_files, served, case, gradcam, started)
         except UploadError as error:
             raise HTTPException(400, str(error)) from error
-        finally:
-            await form.close()
+        except MissingModalityError as error:
+            raise HTTPException(422, str(error)) from error
+        except ClientDisconnect:
+            log.info("POST %s dropped: the client left before it was computed", request.url.path)
+            return Response(status_code=CLIENT_CLOSED)
+
+    @app.get("/openapi.json", dependencies=authorised, include_in_schema=False)
+    async def openapi() -> dict:
+        return app.openapi()
+
+    @app.get("/docs", dependencies=authorised, include_in_schema=False)
+    async def swagger_ui() -> Response:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="mmdlr API")
+
+    @app.get("/redoc", dependencies=authorised, include_in_schema=False)
+    async def redoc() -> Response:
+        return get_redoc_html(openapi_url="/openapi.json", title="mmdlr API")
 
     return app

@@ -18,12 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from mmdlr.analysis.features import block_name
 from mmdlr.errors import CaseError, find_case_error
 from mmdlr.fuse.late import LateFusion
 from mmdlr.io.manifest import LABEL_NAMES
-from mmdlr.radiomics.extract import DEFAULT_PARAMS, extract_roi
+from mmdlr.io.readers import read_image
+from mmdlr.radiomics.extract import DEFAULT_PARAMS, extract_roi, roi_files
 from mmdlr.roi.cache import crop_case
 from mmdlr.serve.deep import ModalityNetwork
 from mmdlr.serve.run_folder import RunFolder, ServedModel
@@ -82,6 +84,21 @@ class Prediction:
         """The `mmdlr predict` CSV row."""
         return {"patient_id": patient_id, "model": self.model, "probability": self.probability,
                 "label_predicted": self.label_name, "modalities_used": SEPARATOR.join(self.modalities_used)}
+
+
+def check_radiomics_mask(mask: np.ndarray, params: Path, files: CaseFiles, patient_id: str | None) -> None:
+    """Raise CaseError, naming the mask files, when the ROI's lesion is below what PyRadiomics accepts with
+    the run's params (``minimumROIDimensions``, default 2, and ``minimumROISize``), checked as it checks them."""
+    settings = (yaml.safe_load(params.read_text()) or {}).get("setting") or {}
+    lesion = np.argwhere(mask == settings.get("label", 1))
+    dimensions = int((np.ptp(lesion, axis=0) > 0).sum()) if len(lesion) else 0
+    min_dimensions, min_size = settings.get("minimumROIDimensions", 2), settings.get("minimumROISize")
+    if dimensions < min_dimensions or (min_size is not None and len(lesion) <= min_size):
+        needed = f"{min_dimensions} dimensions" + (f" and more than {min_size:g} pixels" if min_size else "")
+        raise CaseError(f"the lesion is too small for radiomics: {len(lesion)} pixel(s) spanning {dimensions} "
+                        f"dimension(s) where the run's radiomics params ({params.name}: minimumROIDimensions, "
+                        f"minimumROISize) need {needed}; send the mask of the whole lesion", patient_id,
+                        ", ".join(map(str, files.masks)))
 
 
 @contextmanager
@@ -172,8 +189,9 @@ class Predictor:
         result = ModalityFeatures(roi={key: record[key] for key in ("roi_shape", "roi_box", "slice_index")})
         if "radiomics" in families:
             use_volume = self.folder.config.radiomics.dimension == "3d" and record["ndim"] == 3
-            result.features["radiomics"] = extract_roi(roi_dir, self.radiomics_params["3d" if use_volume else "2d"],
-                                                       use_volume)
+            params = self.radiomics_params["3d" if use_volume else "2d"]
+            check_radiomics_mask(read_image(roi_files(roi_dir, use_volume)[1]).array, params, files, patient_id)
+            result.features["radiomics"] = extract_roi(roi_dir, params, use_volume)
         if "deep" in families:
             network = self.networks[modality]
             with case_errors():

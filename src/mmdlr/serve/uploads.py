@@ -1,28 +1,37 @@
-"""Uploaded case files: only the documented fields, copied into a private folder under server-chosen names.
+"""The fields of an inference request, checked from the parsed form, then copied into a private folder.
 
-Fields are ``<mod>_image`` and ``<mod>_mask`` for the run's modalities. A field given several times is a
-DICOM series (image) or several masks to unite (mask). Of a client's file name only a known format
-suffix is kept; no client path is ever opened. Errors name the field and the client's file name.
+Fields are ``<mod>_image`` and ``<mod>_mask`` for the run's modalities and an optional text field
+``params`` (one JSON object). A file field given several times is a DICOM series (image) or several masks
+to unite (mask). :func:`read_case_form` checks names, kinds, counts, pairs and sizes without decoding
+anything, so a malformed request is answered before it waits for a compute slot; :func:`save_uploads`
+then copies the files under server-chosen names. Of a client's file name only a known format suffix is
+kept; no client path is ever opened. Errors name the field and the client's file name.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 
 from mmdlr.io.readers import DICOM_SUFFIXES, ITK_SUFFIXES, RASTER_SUFFIXES
 from mmdlr.serve.predictor import CaseFiles
 
 KINDS = ("image", "mask")
 SUFFIXES = sorted({*ITK_SUFFIXES, *RASTER_SUFFIXES, *DICOM_SUFFIXES}, key=len, reverse=True)
+PARAMS_FIELD = "params"
+PARAMS = ("modality",)
+MAX_FILES = 1000  # files of one request (a DICOM series is one file per slice)
+MAX_MASK_FILES = 16  # mask files of one modality
+MAX_TEXT_FIELDS = 4
 
 
 class UploadError(ValueError):
-    """A request whose files cannot be taken (unknown field, a text value for a file, half a pair)."""
+    """A request whose fields cannot be taken (unknown field, a text value for a file, half a pair, ...)."""
 
 
 def upload_fields(modalities: Iterable[str]) -> list[str]:
@@ -33,6 +42,67 @@ def format_suffix(filename: str | None) -> str:
     """The known image format suffix of a client's file name, or "" (DICOM is then recognised by content)."""
     name = (filename or "").lower()
     return next((suffix for suffix in SUFFIXES if name.endswith(suffix)), "")
+
+
+def client_name(field: str, upload: UploadFile) -> str:
+    return f"{field} ({upload.filename or 'unnamed file'})"
+
+
+@dataclass
+class CaseForm:
+    """A checked request: the uploaded files per modality and kind, and the params object."""
+
+    files: dict[str, dict[str, list[UploadFile]]]
+    params: dict
+
+
+def read_params(values: list) -> dict:
+    """The optional ``params`` field: one JSON object with known keys."""
+    if not values:
+        return {}
+    if len(values) > 1 or not isinstance(values[0], str):
+        raise UploadError("params must be one text field holding a JSON object")
+    try:
+        params = json.loads(values[0])
+    except json.JSONDecodeError as error:
+        raise UploadError(f"params is not valid JSON ({error})") from error
+    if not isinstance(params, dict):
+        raise UploadError("params must be a JSON object, e.g. {\"modality\": \"us\"}")
+    unknown = sorted(set(params) - set(PARAMS))
+    if unknown:
+        raise UploadError(f"unknown params {', '.join(unknown)}; known: {', '.join(PARAMS)}")
+    return params
+
+
+def read_case_form(form: FormData, modalities: list[str]) -> CaseForm:
+    """Check a parsed form: known field names, files in file fields, counts, non-empty files, whole pairs."""
+    allowed = upload_fields(modalities)
+    parts: dict[str, list[UploadFile]] = {}
+    params = []
+    for field, value in form.multi_items():
+        if field == PARAMS_FIELD:
+            params.append(value)
+            continue
+        if field not in allowed:
+            raise UploadError(f"unknown file field {field!r}; this run accepts {', '.join(allowed)} (and params)")
+        if not isinstance(value, UploadFile):
+            raise UploadError(f"field {field!r} must be a file upload, not a text value")
+        if not value.size:
+            raise UploadError(f"{client_name(field, value)} is an empty file")
+        parts.setdefault(field, []).append(value)
+    files = {}
+    for modality in modalities:
+        image_field, mask_field = (f"{modality}_{kind}" for kind in KINDS)
+        images, masks = parts.get(image_field, []), parts.get(mask_field, [])
+        if bool(images) != bool(masks):
+            given, absent = (image_field, mask_field) if images else (mask_field, image_field)
+            raise UploadError(f"{given} was uploaded without {absent}: send both files of modality {modality}")
+        if len(masks) > MAX_MASK_FILES:
+            raise UploadError(f"{mask_field} was sent {len(masks)} times; at most {MAX_MASK_FILES} mask files "
+                              f"per modality")
+        if images:
+            files[modality] = {"image": images, "mask": masks}
+    return CaseForm(files, read_params(params))
 
 
 @dataclass
@@ -49,25 +119,12 @@ class SavedUploads:
         return message
 
 
-def save_uploads(items: Iterable[tuple[str, object]], modalities: list[str], folder: Path) -> SavedUploads:
-    """Copy the uploaded files of ``items`` (form field, value) into ``folder``."""
-    allowed = upload_fields(modalities)
-    parts: dict[str, list[UploadFile]] = {}
-    for field, value in items:
-        if field not in allowed:
-            raise UploadError(f"unknown file field {field!r}; this run accepts {', '.join(allowed)} (and params)")
-        if not isinstance(value, UploadFile):
-            raise UploadError(f"field {field!r} must be a file upload, not a text value")
-        parts.setdefault(field, []).append(value)
+def save_uploads(form: CaseForm, folder: Path) -> SavedUploads:
+    """Copy the files of a checked form into ``folder``."""
     files, names = {}, {}
-    for modality in modalities:
+    for modality, parts in form.files.items():
         image_field, mask_field = (f"{modality}_{kind}" for kind in KINDS)
-        images, masks = parts.get(image_field, []), parts.get(mask_field, [])
-        if bool(images) != bool(masks):
-            given, absent = (image_field, mask_field) if images else (mask_field, image_field)
-            raise UploadError(f"{given} was uploaded without {absent}: send both files of modality {modality}")
-        if not images:
-            continue
+        images, masks = parts["image"], parts["mask"]
         if len(images) == 1:
             image = _save(images[0], folder / f"{image_field}{format_suffix(images[0].filename)}", image_field, names)
         else:
@@ -86,5 +143,5 @@ def _save(upload: UploadFile, path: Path, field: str, names: dict[str, str]) -> 
     upload.file.seek(0)
     with open(path, "wb") as handle:
         shutil.copyfileobj(upload.file, handle)
-    names[str(path)] = f"{field} ({upload.filename or 'unnamed file'})"
+    names[str(path)] = client_name(field, upload)
     return path
