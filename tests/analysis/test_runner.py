@@ -127,9 +127,9 @@ def test_prespecified_comparisons_get_both_tests_under_nested_cv(tmp_path):
 def test_saved_bundle_reproduces_test_predictions(holdout_run):
     result, features = holdout_run
     predictions = pd.read_csv(result.results_dir / "predictions.csv", dtype={"patient_id": str})
-    for family, method, path in (("radiomics", "Ensemble", "radiomics/ensemble.joblib"),
-                                 ("radiomics+deep", "Rad + DF", "fusion/rad_df.joblib"),
-                                 ("deep", "MG+MRI", "deep/mg_mri.joblib")):
+    for family, method, path in (("radiomics", "Ensemble", "radiomics/ensemble.skops"),
+                                 ("radiomics+deep", "Rad + DF", "fusion/rad_df.skops"),
+                                 ("deep", "MG+MRI", "deep/mg_mri.skops")):
         bundle = load_bundle(result.results_dir / "models" / path)
         assert (bundle.family, bundle.method) == (family, method)
         tables = {name: pd.read_csv(features / f"{name}.csv", dtype={"patient_id": str}) for name in bundle.blocks}
@@ -141,7 +141,7 @@ def test_saved_bundle_reproduces_test_predictions(holdout_run):
     assert len(without_mg) and bundle.requires_all_blocks  # early fusion on complete patients refuses, not imputes
     with pytest.raises(ValueError, match="needs every modality"):
         bundle.predict_proba(frame.loc[without_mg])
-    ensemble = load_bundle(result.results_dir / "models" / "radiomics" / "ensemble.joblib")
+    ensemble = load_bundle(result.results_dir / "models" / "radiomics" / "ensemble.skops")
     assert not ensemble.requires_all_blocks
 
 

@@ -1,18 +1,29 @@
-"""A fitted row model saved with everything needed to serve it (joblib file)."""
+"""A fitted row model saved with everything needed to serve it, as a skops file: data that loads without
+running code (no pickle), and only when it holds nothing but the types mmdlr's models are made of."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import copy
+import dataclasses
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from zipfile import ZIP_DEFLATED
 
-import joblib
 import numpy as np
 import pandas as pd
+import skops.io as sio
 
 from mmdlr.analysis.features import Block, assemble_features
 from mmdlr.atomic import atomic_path
 from mmdlr.fuse import block_presence
+
+MODEL_SUFFIX = ".skops"
+RERUN_ANALYSIS = "re-run the analysis stage (`mmdlr run ... --force analysis`)"
+
+
+class ModelFileError(ValueError):
+    """A model file mmdlr refuses to load: not a skops file, a pickle of an older mmdlr, or foreign types."""
 
 
 @dataclass
@@ -61,16 +72,143 @@ class ModelBundle:
         return (self.predict_proba(features) >= self.threshold).astype(int)
 
 
+@dataclass
+class PandasData:
+    """A fitted pandas attribute (a late-fusion model's weights or meta-features) as arrays: skops stores
+    no pandas objects. ``columns`` is None for a Series."""
+
+    values: np.ndarray
+    index: np.ndarray
+    index_dtype: str
+    index_name: object
+    columns: list | None
+    name: object
+
+    @classmethod
+    def of(cls, value: pd.Series | pd.DataFrame) -> PandasData:
+        columns = list(value.columns) if isinstance(value, pd.DataFrame) else None
+        return cls(value.to_numpy(), value.index.to_numpy(), str(value.index.dtype), value.index.name, columns,
+                   getattr(value, "name", None))
+
+    def restore(self) -> pd.Series | pd.DataFrame:
+        index = pd.Index(self.index, dtype=self.index_dtype, name=self.index_name)
+        if self.columns is None:
+            return pd.Series(self.values, index=index, name=self.name)
+        return pd.DataFrame(self.values, index=index, columns=self.columns)
+
+
+# What a model file may hold besides the types skops trusts by itself (scikit-learn's estimators, builtin
+# containers, numpy arrays, scipy sparse matrices): exactly the types mmdlr's models are made of. Names, not
+# prefixes: skops calls some loaded types with arguments from the file, so every callable here must be harmless.
+TRUSTED_TYPES = frozenset({
+    # the bundle and the late-fusion models' pandas attributes
+    "mmdlr.analysis.bundle.ModelBundle",
+    "mmdlr.analysis.bundle.PandasData",
+    "mmdlr.analysis.features.Block",
+    # the model search, its pipeline, cache and folds
+    "mmdlr.classify.search.PreprocessOnceSearchCV",
+    "mmdlr.classify.search.GroupsPipeline",
+    "mmdlr.classify.cache.FitCache",
+    "mmdlr.evaluate.splits.StratifiedFoldsWithGroups",
+    # our selectors
+    "mmdlr.select.impute.FiniteMedianImputer",
+    "mmdlr.select.mann_whitney.MannWhitneyFilter",
+    "mmdlr.select.spearman.SpearmanRedundancyFilter",
+    "mmdlr.select.lasso.LassoSelector",
+    "mmdlr.select.pca.ClippedPCA",
+    # late fusion
+    "mmdlr.fuse.ensemble.AccuracyWeightedEnsemble",
+    "mmdlr.fuse.stacking.StackingFusion",
+    "numpy.dtype",
+    # a search's scorers (roc_auc, accuracy)
+    "sklearn.metrics._scorer._Scorer",
+    "sklearn.metrics._ranking.roc_auc_score",
+    "sklearn.metrics._classification.accuracy_score",
+    # SVM: an SVC with Platt-scaled probabilities (CalibratedClassifierCV, method="sigmoid")
+    "mmdlr.classify.zoo.PlattScaledSVC",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    # KNN's neighbour search trees
+    "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.neighbors._ball_tree.BallTree",
+    # RF and ExtraTrees: scikit-learn's tree structure (node arrays)
+    "sklearn.tree._tree.Tree",
+    # XGBoost and LightGBM: the booster holds the library's own model format (XGBoost's binary model
+    # buffer, LightGBM's model text), which the library parses on load
+    "xgboost.sklearn.XGBClassifier",
+    "xgboost.core.Booster",
+    "lightgbm.sklearn.LGBMClassifier",
+    "lightgbm.basic.Booster",
+    "collections.OrderedDict",
+})
+# Trusted by module prefix: scikit-learn's distance metrics (``EuclideanDistance64``, ``ManhattanDistance64``,
+# ...), one class per metric a KNN grid may choose; they hold only the metric's parameters.
+TRUSTED_PREFIXES = ("sklearn.metrics._dist_metrics.",)
+
+
+def _foreign(type_names: Iterable[str]) -> list[str]:
+    """The types of ``type_names`` that neither :data:`TRUSTED_TYPES` nor :data:`TRUSTED_PREFIXES` admit."""
+    return [name for name in type_names if name not in TRUSTED_TYPES and not name.startswith(TRUSTED_PREFIXES)]
+
+
+def _describe(types: list[str]) -> str:
+    return ", ".join(types[:3]) + (f" and {len(types) - 3} more" if len(types) > 3 else "")
+
+
+def _with_attributes(model, kind: type | tuple[type, ...], convert):
+    """A shallow copy of ``model`` whose top-level attributes of type ``kind`` are converted, or ``model``
+    itself if it has none (late-fusion models keep their weights and meta-features in pandas)."""
+    changed = {key: convert(value) for key, value in getattr(model, "__dict__", {}).items()
+               if isinstance(value, kind)}
+    if not changed:
+        return model
+    converted = copy.copy(model)
+    vars(converted).update(changed)
+    return converted
+
+
 def save_bundle(bundle: ModelBundle, path: str | Path) -> Path:
-    """Write the bundle with joblib (atomically)."""
+    """Write the bundle as a compressed skops file (atomically). A model holding a type :func:`load_bundle`
+    would refuse is not written."""
+    storable = dataclasses.replace(bundle, model=_with_attributes(bundle.model, (pd.Series, pd.DataFrame),
+                                                                     PandasData.of))
+    data = sio.dumps(storable, compression=ZIP_DEFLATED)  # its JSON tree shrinks ~15x
+    foreign = _foreign(sio.get_untrusted_types(data=data))
+    if foreign:
+        raise ModelFileError(f"{bundle.family} / {bundle.method}: the model holds types mmdlr does not load "
+                             f"({_describe(foreign)}); add them to TRUSTED_TYPES in mmdlr/analysis/bundle.py if safe")
     with atomic_path(path) as temp:
-        joblib.dump(bundle, temp)
+        temp.write_bytes(data)
     return Path(path)
 
 
 def load_bundle(path: str | Path) -> ModelBundle:
-    """Read a bundle written by :func:`save_bundle` (only load files you trust: joblib runs pickle)."""
-    bundle = joblib.load(path)
+    """Read a bundle written by :func:`save_bundle`; nothing in the file runs. A file that is no skops file,
+    or holds any type outside :data:`TRUSTED_TYPES` / :data:`TRUSTED_PREFIXES`, is refused (ModelFileError)."""
+    path = Path(path)
+    if path.suffix == ".joblib":
+        raise ModelFileError(f"{path} is a joblib pickle of an older mmdlr, which is no longer loaded (pickle can "
+                             f"run code); {RERUN_ANALYSIS} to save the models as {MODEL_SUFFIX} files")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; {RERUN_ANALYSIS}")
+    try:
+        found = sio.get_untrusted_types(file=path)
+    except Exception as error:  # a damaged or hostile file can fail skops' parser anywhere
+        raise _unreadable(path, error) from None
+    foreign = _foreign(found)
+    if foreign:
+        raise ModelFileError(f"{path} holds types mmdlr does not load: {_describe(foreign)}; only load run "
+                             f"folders made by mmdlr")
+    try:
+        bundle = sio.load(path, trusted=found)
+    except Exception as error:
+        raise _unreadable(path, error) from None
     if not isinstance(bundle, ModelBundle):
-        raise TypeError(f"{path} does not hold a ModelBundle")
-    return bundle
+        raise ModelFileError(f"{path} holds a {type(bundle).__name__}, not a model; only load run folders made "
+                             f"by mmdlr")
+    return dataclasses.replace(bundle, model=_with_attributes(bundle.model, PandasData, PandasData.restore))
+
+
+def _unreadable(path: Path, error: Exception) -> ModelFileError:
+    return ModelFileError(f"{path} is not a model file mmdlr saved ({type(error).__name__}: {error}); only load "
+                          f"run folders made by mmdlr")

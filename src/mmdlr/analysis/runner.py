@@ -14,7 +14,7 @@ import yaml
 from joblib import Parallel, delayed, parallel_config
 from tqdm.auto import tqdm
 
-from mmdlr.analysis.bundle import ModelBundle, save_bundle
+from mmdlr.analysis.bundle import MODEL_SUFFIX, ModelBundle, save_bundle
 from mmdlr.analysis.clinical import clinical_table
 from mmdlr.analysis.comparisons import comparison_table, shown_models
 from mmdlr.analysis.config import AnalysisConfig, ParallelConfig, load_config
@@ -76,7 +76,7 @@ def run_analysis(features_dir: str | Path, out_dir: str | Path, config: Analysis
     """Run the analysis grid on ``features_dir``'s feature tables and write ``out_dir/results``.
 
     Writes table_{radiomics,deep,fusion}.csv/.md, predictions.csv, roc_*.png, calibration.png,
-    comparisons.csv, shown_models.csv, skipped_rows.csv, config_used.yaml, models/ (joblib ModelBundles + index.csv)
+    comparisons.csv, shown_models.csv, skipped_rows.csv, config_used.yaml, models/ (skops ModelBundles + index.csv)
     and, for the hold-out protocol with a manifest that has clinical columns, table_clinical.csv.
     """
     if not isinstance(config, AnalysisConfig):
@@ -201,7 +201,7 @@ def _write_models(outcomes: list[FoldOutcome], features, config, models_dir: Pat
         complete_only = row.kind in (SINGLE, EARLY, COMBINED) and config.fusion.missing == "complete"
         bundle = ModelBundle(outcome.model, row.family, row.method, outcome.classifier, outcome.threshold, blocks,
                              f"{trained_on} (n={outcome.n_train})", requires_all_blocks=complete_only)
-        path = save_bundle(bundle, models_dir / TABLE_NAMES[row.family] / f"{_slug(row.method)}.joblib")
+        path = save_bundle(bundle, models_dir / TABLE_NAMES[row.family] / f"{_slug(row.method)}{MODEL_SUFFIX}")
         index.append({"family": row.family, "method": row.method, "classifier": outcome.classifier,
                       "threshold": outcome.threshold, "trained_on": bundle.trained_on,
                       "n_features": len(bundle.feature_columns), "path": str(path.relative_to(models_dir))})
