@@ -3,10 +3,12 @@
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from mmdlr.classify import (
     CLASSIFIERS,
@@ -18,6 +20,8 @@ from mmdlr.classify import (
     model_search,
     radiomics_steps,
 )
+from mmdlr.classify.zoo import PlattScaledSVC
+from mmdlr.evaluate import StratifiedFoldsWithGroups
 
 
 @pytest.fixture
@@ -39,7 +43,7 @@ def test_seven_seeded_classifiers_with_grids():
         if "random_state" in params:
             assert params["random_state"] == 5
     svm = make_classifier("svm")  # Platt-scaled SVC, the scikit-learn 1.9 form of SVC(probability=True)
-    assert isinstance(svm.estimator, SVC) and svm.method == "sigmoid" and svm.ensemble is False
+    assert isinstance(svm, PlattScaledSVC) and isinstance(svm.estimator, SVC) and svm.random_state == 0
     assert make_classifier("lightgbm").get_params()["verbose"] == -1
     with pytest.raises(ValueError, match="unknown classifier"):
         make_classifier("naive_bayes")
@@ -103,3 +107,17 @@ def test_search_fits_preprocessing_once_per_inner_fold_with_unchanged_results(fr
     np.testing.assert_array_equal(search.cv_results_["mean_test_auc"], plain.cv_results_["mean_test_auc"])
     np.testing.assert_array_equal(search.predict_proba(X), plain.predict_proba(X))
     assert not search.estimator.memory._store  # emptied after fit: fitted models carry no cache
+
+
+def test_platt_scaled_svc_is_calibrated_classifier_cv_on_its_folds(frame):
+    X, y = frame
+    svm = PlattScaledSVC(SVC(C=0.5), random_state=3).fit(X, y)
+    reference = CalibratedClassifierCV(SVC(C=0.5), method="sigmoid", ensemble=False,
+                                       cv=StratifiedFoldsWithGroups(5, random_state=3)).fit(X.to_numpy(), y)
+    np.testing.assert_allclose(svm.predict_proba(X), reference.predict_proba(X.to_numpy()))
+    assert svm.predict(X).tolist() == reference.predict(X.to_numpy()).tolist()
+
+
+@parametrize_with_checks([PlattScaledSVC(SVC())])
+def test_platt_scaled_svc_passes_scikit_learn_estimator_checks(estimator, check):
+    check(estimator)

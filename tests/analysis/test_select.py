@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 from sklearn.pipeline import make_pipeline
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from mmdlr.select import (
     ClippedPCA,
@@ -113,3 +114,8 @@ def test_selectors_clone_and_fit_inside_a_pipeline(informative_data):
     cloned = clone(pipeline)
     assert cloned.get_params()["mannwhitneyfilter__p_threshold"] == 0.01
     assert cloned.fit(X, y).transform(X).shape == (80, 1)
+
+
+@parametrize_with_checks([LassoSelector()])
+def test_lasso_selector_passes_scikit_learn_estimator_checks(estimator, check):
+    check(estimator)

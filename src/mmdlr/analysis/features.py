@@ -127,6 +127,7 @@ def load_feature_set(directory: str | Path, modalities: Sequence[str] | None = N
     if not blocks:
         raise FileNotFoundError(f"none of the feature tables for modalities {modalities} exist in {directory}")
     labels, split, groups = _patient_meta(pd.concat(meta, ignore_index=True))
+    _require_groups_in_one_split(split, groups)
     frame = pd.concat(frames, axis=1).reindex(labels.index)
     # one float block: row and column selections in the folds are then a single numpy take
     frame = pd.DataFrame(frame.to_numpy(dtype=float), index=frame.index, columns=frame.columns)
@@ -147,6 +148,18 @@ def _patient_meta(meta: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series]:
     split = first["split"].agg(lambda values: next((v for v in values if v), ""))
     groups = first["group"].agg(lambda values: next((v for v in values if v), ""))
     return labels, split, groups
+
+
+def _require_groups_in_one_split(split: pd.Series, groups: pd.Series) -> None:
+    """Raise :class:`FeatureTableError` naming the first group whose patients the split puts in train and test."""
+    assigned = pd.DataFrame({"split": split.str.strip().str.lower(), "group": groups})
+    assigned = assigned[(assigned["split"] != "") & (assigned["group"] != "")]
+    for group, members in assigned.groupby("group", sort=True):
+        if members["split"].nunique() > 1:
+            sides = "; ".join(f"{', '.join(members.index[members['split'] == side])} in {side}"
+                              for side in sorted(set(members["split"]), key=lambda side: (side != "train", side)))
+            raise FeatureTableError(f"group {group} is split apart ({sides}): give all patients of a group "
+                                    "the same split")
 
 
 def assemble_features(tables: Mapping[str, pd.DataFrame], blocks: Mapping[str, Block]) -> pd.DataFrame:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from sklearn import config_context
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 
@@ -12,18 +13,39 @@ from mmdlr.classify.zoo import DISPLAY_NAMES, classifier_key, make_classifier
 from mmdlr.evaluate.splits import StratifiedFoldsWithGroups
 
 
+class GroupsPipeline(Pipeline):
+    """``Pipeline`` that accepts ``groups`` in ``fit`` under metadata routing, whatever its classifier.
+
+    A grid search routes one set of fit parameters, worked out from its first candidate, to every
+    candidate: without this, a candidate whose steps request no ``groups`` would refuse them, and a search
+    whose first candidate requests none would hand none to the steps that do. The pipeline accepts them
+    and routes them on to the steps that request them (:class:`~mmdlr.select.LassoSelector`,
+    :class:`~mmdlr.classify.zoo.PlattScaledSVC`).
+    """
+
+    __metadata_request__fit = {"groups": True}
+
+    def get_metadata_routing(self):
+        return super().get_metadata_routing().add_self_request(self)
+
+
 class PreprocessOnceSearchCV(GridSearchCV):
-    """:class:`~sklearn.model_selection.GridSearchCV` over a ``Pipeline(memory=FitCache())``.
+    """:class:`~sklearn.model_selection.GridSearchCV` over a ``GroupsPipeline(memory=FitCache())``.
 
     Every candidate has the same pre-processing parameters (only ``clf`` and its hyper-parameters vary),
     so the pre-processing steps are fitted once per inner training fold (and once for the refit) and
     shared by all candidates; the result is identical to fitting them per candidate. The cache is
     emptied when ``fit`` returns.
+
+    ``fit`` runs with scikit-learn metadata routing enabled, so ``groups`` reach the inner split (the
+    ``cv`` requests them) and every step that requests them: nothing of one group is ever on both sides
+    of an inner split, the LASSO penalty's and the SVM's Platt-scaling folds included.
     """
 
     def fit(self, X, y=None, **params):
         try:
-            return super().fit(X, y, **params)
+            with config_context(enable_metadata_routing=True):
+                return super().fit(X, y, **params)
         finally:
             self.estimator.memory.clear()
 
@@ -38,8 +60,9 @@ def model_search(
 
     The best candidate is chosen by inner-CV ROC AUC (refit on all training data); the inner-CV
     accuracy of every candidate is recorded as well (``cv_results_["mean_test_accuracy"]``). Pass
-    ``groups=`` to ``fit`` to keep patients of one group in the same inner fold. The pre-processing
-    ``steps`` are fitted once per inner fold and shared by all candidates (:class:`PreprocessOnceSearchCV`).
+    ``groups=`` to ``fit`` to keep patients of one group on one side of every inner split (the search's,
+    and those inside the steps). The pre-processing ``steps`` are fitted once per inner fold and shared
+    by all candidates (:class:`PreprocessOnceSearchCV`).
     """
     if not classifiers:
         raise ValueError("model_search needs at least one classifier")
@@ -47,7 +70,7 @@ def model_search(
         {"clf": [make_classifier(name, random_state)], **{f"clf__{key}": list(values) for key, values in grid.items()}}
         for name, grid in classifiers.items()
     ]
-    pipeline = Pipeline([*steps, ("clf", candidates[0]["clf"][0])], memory=FitCache())
+    pipeline = GroupsPipeline([*steps, ("clf", candidates[0]["clf"][0])], memory=FitCache())
     return PreprocessOnceSearchCV(
         pipeline, candidates, scoring={"auc": "roc_auc", "accuracy": "accuracy"}, refit="auc",
         cv=StratifiedFoldsWithGroups(inner_folds, random_state=random_state), n_jobs=1,

@@ -3,23 +3,56 @@
 from __future__ import annotations
 
 from lightgbm import LGBMClassifier
-from sklearn.base import ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.svm import SVC
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 from xgboost import XGBClassifier
 
+from mmdlr.evaluate.splits import StratifiedFoldsWithGroups
 
-def _svm(seed: int) -> CalibratedClassifierCV:
-    """SVC with Platt-scaled probabilities: the replacement scikit-learn 1.9 gives for the deprecated
-    ``SVC(probability=True)``; its hyper-parameters are ``estimator__C``, ``estimator__gamma``, ..."""
-    return CalibratedClassifierCV(SVC(), method="sigmoid", ensemble=False)
+
+class PlattScaledSVC(ClassifierMixin, BaseEstimator):
+    """SVC with Platt-scaled probabilities whose calibration folds keep groups together.
+
+    ``CalibratedClassifierCV(estimator, method="sigmoid", ensemble=False)`` is the replacement
+    scikit-learn 1.9 gives for the deprecated ``SVC(probability=True)``, but with ``ensemble=False`` it
+    drops routed ``groups`` before its internal split. So ``fit`` takes ``groups`` (metadata routing
+    hands them by default) and gives it the ``cv`` folds of
+    :class:`~mmdlr.evaluate.StratifiedFoldsWithGroups`. Hyper-parameters are ``estimator__C``, ...
+    """
+
+    __metadata_request__fit = {"groups": True}
+
+    def __init__(self, estimator=None, cv: int = 5, random_state: int = 0):
+        self.estimator = estimator
+        self.cv = cv
+        self.random_state = random_state
+
+    def fit(self, X, y, groups=None):
+        X, y = validate_data(self, X, y)
+        check_classification_targets(y)
+        folds = StratifiedFoldsWithGroups(self.cv, self.random_state).split(X, y, groups)
+        svc = SVC() if self.estimator is None else clone(self.estimator)
+        self.calibrated_ = CalibratedClassifierCV(svc, method="sigmoid", ensemble=False, cv=list(folds)).fit(X, y)
+        self.classes_ = self.calibrated_.classes_
+        return self
+
+    def predict_proba(self, X):
+        check_is_fitted(self, "calibrated_")
+        return self.calibrated_.predict_proba(validate_data(self, X, reset=False))
+
+    def predict(self, X):
+        check_is_fitted(self, "calibrated_")
+        return self.calibrated_.predict(validate_data(self, X, reset=False))
 
 
 _FACTORIES = {
-    "svm": _svm,
+    "svm": lambda seed: PlattScaledSVC(SVC(), random_state=seed),
     "knn": lambda seed: KNeighborsClassifier(),
     "rf": lambda seed: RandomForestClassifier(n_estimators=200, n_jobs=1, random_state=seed),
     "extratrees": lambda seed: ExtraTreesClassifier(n_estimators=200, n_jobs=1, random_state=seed),

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+from sklearn.utils.metadata_routing import MetadataRequest
 
 
 class OneClassFoldError(ValueError):
@@ -27,6 +28,12 @@ class StratifiedFoldsWithGroups:
 
     def get_n_splits(self, X=None, y=None, groups=None) -> int:
         return self.n_splits
+
+    def get_metadata_routing(self) -> MetadataRequest:
+        """Requests ``groups`` for ``split``: under scikit-learn metadata routing a search hands them on."""
+        request = MetadataRequest(owner=self)
+        request.split.add_request(param="groups", alias=True)
+        return request
 
 
 @dataclass(frozen=True)

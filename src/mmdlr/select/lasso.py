@@ -6,16 +6,21 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.feature_selection import SelectorMixin
 from sklearn.linear_model import Lasso, LassoCV
-from sklearn.model_selection import StratifiedKFold
 from sklearn.utils.validation import check_is_fitted, validate_data
+
+from mmdlr.evaluate.splits import StratifiedFoldsWithGroups
 
 
 class LassoSelector(SelectorMixin, BaseEstimator):
     """Keep features with a non-zero coefficient in ``LassoCV`` (``n_alphas`` penalties, stratified folds).
 
-    If the chosen penalty zeroes every coefficient, keep the ``fallback_k`` largest |coef| at the
-    smallest penalty of the path instead. Expects standardised inputs.
+    The penalty's folds are :class:`~mmdlr.evaluate.StratifiedFoldsWithGroups`: grouped when ``fit`` gets
+    ``groups``, which metadata routing hands it by default (a pipeline in a grid search fitted with
+    ``groups``). If the chosen penalty zeroes every coefficient, keep the ``fallback_k`` largest |coef|
+    at the smallest penalty of the path instead. Expects standardised inputs.
     """
+
+    __metadata_request__fit = {"groups": True}
 
     def __init__(self, n_alphas: int = 10, cv: int = 3, fallback_k: int = 10, random_state: int = 0):
         self.n_alphas = n_alphas
@@ -23,11 +28,11 @@ class LassoSelector(SelectorMixin, BaseEstimator):
         self.fallback_k = fallback_k
         self.random_state = random_state
 
-    def fit(self, X, y):
+    def fit(self, X, y, groups=None):
         X, y = validate_data(self, X, y)
         y = np.asarray(y, dtype=float)
-        folds = StratifiedKFold(self.cv, shuffle=True, random_state=self.random_state)
-        lasso = LassoCV(alphas=self.n_alphas, cv=list(folds.split(X, y)), random_state=self.random_state).fit(X, y)
+        folds = StratifiedFoldsWithGroups(self.cv, self.random_state).split(X, y, groups)
+        lasso = LassoCV(alphas=self.n_alphas, cv=list(folds), random_state=self.random_state).fit(X, y)
         self.alpha_ = float(lasso.alpha_)
         self.coef_ = lasso.coef_.ravel()
         support = self.coef_ != 0
