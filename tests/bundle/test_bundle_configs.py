@@ -124,3 +124,10 @@ def test_network_data_format_matches_the_default_network_and_preprocessing(tmp_p
         output = network(torch.rand(1, image["num_channels"], *image["spatial_shape"]))
     assert list(output.shape) == pred["spatial_shape"] and output.shape[1] == pred["num_channels"]
     assert str(output.dtype) == f"torch.{pred['dtype']}" == f"torch.{image['dtype']}"
+
+
+@pytest.mark.parametrize("name", RUNNABLE)
+def test_mask_label_and_threshold_reach_the_mask_loader(name):
+    transforms = parse(name, mask_threshold=128).get_parsed_content("deterministic_transforms")
+    loader = next(t for t in transforms if type(t).__name__ == "LoadLesionMaskd")
+    assert (loader.label_value, loader.threshold) == (None, 128)

@@ -51,3 +51,8 @@ def test_io_max_decoded_mb_is_validated_and_read(monkeypatch):
     for bad in ("0", "big"):
         with pytest.raises(ConfigError, match="io.max_decoded_mb"):
             load_run_config(CONFIG_DIR / "paper.yaml", [f"io.max_decoded_mb={bad}"])
+
+
+def test_roi_mask_threshold_reaches_the_bundle():
+    config = load_run_config(CONFIG_DIR / "paper.yaml", ["roi.mask_threshold=128"])
+    assert bundle_overrides(config, "out", "us")["mask_threshold"] == 128

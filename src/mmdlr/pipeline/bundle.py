@@ -48,6 +48,7 @@ def bundle_overrides(config: "RunConfig", output_dir: str | Path, modality: str,
     overrides = {"output_dir": str(output_dir), "modality": modality, "backbone": backbone or config.deep.backbone,
                  "spatial_size": list(config.deep.spatial_size), "roi_margin": config.roi.margin,
                  "roi_margin_unit": config.roi.margin_unit, "mask_label": config.roi.label_value,
+                 "mask_threshold": config.roi.mask_threshold,
                  "precision": config.deep.precision} | values
     refuse_parsed_strings(overrides)
     return overrides

@@ -134,12 +134,14 @@ def run_pipeline(manifest_path: str | Path, config: RunConfig, out_dir: str | Pa
     hashes = input_hashes(source) if not source.structural_problems() else {}
 
     def validate():
-        report = validate_manifest(source.path, config.roi.label_value, progress)
+        report = validate_manifest(source.path, config.roi.label_value, progress, config.roi.mask_threshold)
+        for warning in report.warnings:
+            log.warning("validate: %s", warning)
         if not report.ok:
             raise ManifestError(report.problems)
         return [write_csv(report.summary, out / "cohort_summary.csv")]
 
-    runner.run("validate", [hashes, config.roi.label_value], validate)
+    runner.run("validate", [hashes, config.roi.label_value, config.roi.mask_threshold], validate)
     runner.run("split", [hashes, config.section("analysis")["protocol"], config.section("analysis")["holdout"],
                          config.analysis.seed], lambda: [_fixed_split_manifest(source, config, out / "manifest.csv")])
     manifest = read_manifest(out / "manifest.csv")
