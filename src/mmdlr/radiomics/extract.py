@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from mmdlr.atomic import write_csv, write_text
 from mmdlr.errors import CaseError
 from mmdlr.paths import CONFIG_DIR
+from mmdlr.pipeline.stages import code_version
 
 ID_COLUMNS = ["patient_id", "label", "split", "group"]
 DEFAULT_PARAMS = {"2d": CONFIG_DIR / "radiomics_2d.yaml", "3d": CONFIG_DIR / "radiomics_3d.yaml"}
@@ -31,16 +32,18 @@ def roi_files(roi_dir: Path, use_volume: bool) -> tuple[Path, Path]:
     return roi_dir / f"image{suffix}.nii.gz", roi_dir / f"mask{suffix}.nii.gz"
 
 
-def extract_roi(roi_dir: str | os.PathLike, params: str | os.PathLike, use_volume: bool = False) -> dict[str, float]:
-    """Features of one cached ROI (diagnostics dropped), cached next to it under a params hash."""
+def extract_roi(roi_dir: str | os.PathLike, params: str | os.PathLike, use_volume: bool = False,
+                code: str | None = None) -> dict[str, float]:
+    """Features of one cached ROI (diagnostics dropped), cached next to it under a hash of the ROI's key, the
+    params, PyRadiomics' and mmdlr's code version (``code``, computed when not given)."""
     import radiomics
     from radiomics import featureextractor
 
     roi_dir = Path(roi_dir)
     image, mask = roi_files(roi_dir, use_volume)
     roi_key = json.loads((roi_dir / "roi.json").read_text())["key"]
-    key = hashlib.sha256(f"{roi_key}|{Path(params).read_text()}|{use_volume}|{radiomics.__version__}"
-                         .encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{roi_key}|{Path(params).read_text()}|{use_volume}|{radiomics.__version__}|"
+                         f"{code or code_version()}".encode()).hexdigest()[:16]
     cache = roi_dir / f"radiomics_{key}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
@@ -54,9 +57,9 @@ def extract_roi(roi_dir: str | os.PathLike, params: str | os.PathLike, use_volum
     return features
 
 
-def _extract_row(row: dict, params: Path, use_volume: bool) -> dict:
+def _extract_row(row: dict, params: Path, use_volume: bool, code: str) -> dict:
     try:
-        return row | extract_roi(row["roi_dir"], params, use_volume)
+        return row | extract_roi(row["roi_dir"], params, use_volume, code)
     except Exception as error:
         image, _ = roi_files(Path(row["roi_dir"]), use_volume)
         return row | {"error": f"{type(error).__name__}: {error}", "file": str(image)}
@@ -73,7 +76,8 @@ def extract_cohort(roi_index: pd.DataFrame, out_dir: str | os.PathLike, dimensio
         raise ValueError(f"dimension must be '2d' or '3d', not {dimension!r}")
     params = {k: Path(v) for k, v in (DEFAULT_PARAMS | (params or {})).items()}
     rows = roi_index.to_dict("records")
-    jobs = [joblib.delayed(_extract_row)(row, params["3d" if use_volume else "2d"], use_volume)
+    code = code_version()
+    jobs = [joblib.delayed(_extract_row)(row, params["3d" if use_volume else "2d"], use_volume, code)
             for row in rows for use_volume in [dimension == "3d" and int(row["ndim"]) == 3]]
     with joblib.parallel_config(backend=backend, n_jobs=n_jobs):
         results = list(tqdm(joblib.Parallel(return_as="generator")(jobs), total=len(jobs),

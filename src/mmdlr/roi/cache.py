@@ -17,12 +17,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mmdlr import __version__
 from mmdlr.atomic import atomic_path, write_csv
 from mmdlr.errors import CaseError, find_case_error
+from mmdlr.io.dicom_masks import split_mask_path
 from mmdlr.io.loading import load_case_transforms
 from mmdlr.io.manifest import Manifest
 from mmdlr.io.writers import write_nifti
+from mmdlr.pipeline.stages import code_version
 from mmdlr.roi.transforms import CropLesionROId, SelectLargestLesionSliced
 
 ROI_FILES = ("image", "mask")
@@ -53,13 +54,15 @@ def file_digest(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def roi_cache_key(case: dict, settings: RoiSettings) -> str:
-    """Hash of the input files' contents, the ROI settings and the code version."""
+def roi_cache_key(case: dict, settings: RoiSettings, code: str) -> str:
+    """Hash of the input files' contents, the ROI settings and the code version (``code_version()``: any
+    change to mmdlr's source makes every crop stale)."""
     content = {
         "image": file_digest(case["image"]),
-        "mask": [file_digest(p) for p in case["mask"]],
+        "mask": [file_digest(file) + ("" if choice is None else f"#{choice}")  # a SEG segment, an RTSTRUCT ROI
+                 for file, choice in map(split_mask_path, case["mask"])],
         "settings": asdict(settings),
-        "version": __version__,
+        "code": code,
     }
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
@@ -71,10 +74,12 @@ def roi_transforms(settings: RoiSettings):
                            margin=settings.margin, margin_unit=settings.margin_unit)]
 
 
-def crop_case(case: dict, roi_root: str | os.PathLike, settings: RoiSettings = RoiSettings()) -> dict:
-    """Crop one case's ROI into the cache (or reuse it) and return its index row."""
+def crop_case(case: dict, roi_root: str | os.PathLike, settings: RoiSettings = RoiSettings(),
+              code: str | None = None) -> dict:
+    """Crop one case's ROI into the cache (or reuse it) and return its index row; ``code``: the code version
+    (computed when not given)."""
     target = Path(roi_root) / case["modality"] / str(case["patient_id"])
-    key = roi_cache_key(case, settings)
+    key = roi_cache_key(case, settings, code or code_version())
     record_path = target / "roi.json"
     if record_path.is_file():
         record = json.loads(record_path.read_text())
@@ -112,9 +117,10 @@ def crop_cohort(manifest: Manifest, out_dir: str | os.PathLike, settings: RoiSet
     roi_root = Path(out_dir) / "roi"
     rows, failures = [], []
     cases = [case for modality in manifest.modalities for case in manifest.cases(modality)]
+    code = code_version()
     for case in tqdm(cases, desc="crop ROIs", unit="roi", disable=not progress):
         try:
-            rows.append(crop_case(case, roi_root, settings))
+            rows.append(crop_case(case, roi_root, settings, code))
         except Exception as error:
             cause = find_case_error(error)
             if cause is None:
