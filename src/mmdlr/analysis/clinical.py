@@ -10,9 +10,11 @@ from mmdlr.evaluate import Fold
 from mmdlr.io.manifest import LABEL_NAMES, Manifest, parse_label
 
 CATEGORICAL_MAX_LEVELS = 10
+MISSING_VALUES = {"", "na", "n/a", "#n/a", "nan", "null", "none", "missing", "unknown", "?", "-"}
 
 
 def _is_continuous(values: pd.Series) -> bool:
+    """Numbers only (missing cells already dropped), more than ``CATEGORICAL_MAX_LEVELS`` distinct."""
     numeric = pd.to_numeric(values, errors="coerce")
     return bool(numeric.notna().all() and numeric.nunique() > CATEGORICAL_MAX_LEVELS)
 
@@ -33,19 +35,23 @@ def _categorical_rows(name: str, train: pd.Series, test: pd.Series) -> list[dict
     rows = [{"variable": name, "level": "", "train": "", "test": "", "test_used": "chi-square",
              "statistic": float(chi2.statistic) if chi2 else np.nan, "p_value": float(chi2.pvalue) if chi2 else np.nan,
              "p_mannwhitney": np.nan}]
-    for level, (n_train, n_test) in counts.iterrows():
-        rows.append({"variable": name, "level": str(level),
-                     "train": f"{n_train} ({100 * n_train / len(train):.1f}%)",
-                     "test": f"{n_test} ({100 * n_test / len(test):.1f}%)",
-                     "test_used": "", "statistic": np.nan, "p_value": np.nan, "p_mannwhitney": np.nan})
+    rows += [_level_row(name, str(level), n_train, n_test, len(train), len(test))
+             for level, (n_train, n_test) in counts.iterrows()]
     return rows
+
+
+def _level_row(name: str, level: str, n_train: int, n_test: int, train_total: int, test_total: int) -> dict:
+    return {"variable": name, "level": level, "train": f"{n_train} ({100 * n_train / train_total:.1f}%)",
+            "test": f"{n_test} ({100 * n_test / test_total:.1f}%)", "test_used": "", "statistic": np.nan,
+            "p_value": np.nan, "p_mannwhitney": np.nan}
 
 
 def clinical_table(manifest: Manifest, fold: Fold) -> pd.DataFrame | None:
     """Train vs test comparison of the manifest's pathology label and clinical columns.
 
     Continuous variables (numeric with more than 10 distinct values): mean ± SD, t-test (Mann-Whitney p
-    as well); others: n (%) per level, chi-square test. Empty cells are left out per variable.
+    as well); others: n (%) per level, chi-square test. Missing cells (empty, NA, unknown, ...; see
+    ``MISSING_VALUES``) are left out of both and counted on a "(missing)" line of the variable.
     Returns None when the manifest has no clinical columns.
     """
     if not manifest.clinical_columns:
@@ -54,11 +60,14 @@ def clinical_table(manifest: Manifest, fold: Fold) -> pd.DataFrame | None:
     pathology = table["label"].map(parse_label).map(dict(enumerate(LABEL_NAMES))).fillna("")
     rows = []
     for name, column in [("pathology", pathology)] + [(c, table[c]) for c in manifest.clinical_columns]:
-        present = column[column.astype(str) != ""]
+        present = column[~column.astype(str).str.strip().str.lower().isin(MISSING_VALUES)]
         train = present.reindex(pd.Index(fold.train)).dropna()
         test = present.reindex(pd.Index(fold.test)).dropna()
         if train.empty or test.empty:
             continue
         both = pd.concat([train, test])
         rows += _continuous_rows(name, train, test) if _is_continuous(both) else _categorical_rows(name, train, test)
+        missing = len(fold.train) - len(train), len(fold.test) - len(test)
+        if any(missing):
+            rows.append(_level_row(name, "(missing)", *missing, len(fold.train), len(fold.test)))
     return pd.DataFrame(rows)
