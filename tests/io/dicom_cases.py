@@ -26,3 +26,25 @@ def dicom_dataset(pixels: np.ndarray, **tags) -> Dataset:
         setattr(ds, key, value)
     ds.PixelData = pixels.tobytes()
     return ds
+
+
+def dicom_series(folder, volume: np.ndarray, spacing=(2.5, 0.5, 0.25), origin=(-20.0, 30.0, 7.0),
+                 **tags) -> list[Dataset]:
+    """Write ``volume`` (z, y, x) as one file per axial slice, with the patient/study attributes DICOM SEG
+    and RTSTRUCT writers need; ``spacing`` is (z, row, column) in mm, ``origin`` the first slice's
+    ImagePositionPatient (x, y, z). Files and InstanceNumbers run in reverse slice order, so readers must
+    sort by position. Returns the datasets in slice order."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shared = {"StudyInstanceUID": generate_uid(), "SeriesInstanceUID": generate_uid(),
+              "FrameOfReferenceUID": generate_uid(), "PatientID": "P1", "PatientName": "Test^Patient",
+              "PatientBirthDate": "", "PatientSex": "F", "StudyDate": "20260101", "StudyTime": "120000",
+              "AccessionNumber": "", "ReferringPhysicianName": "", "StudyID": "1", "SeriesNumber": 1,
+              "Modality": "MR", "ImageOrientationPatient": [1, 0, 0, 0, 1, 0], "SliceThickness": spacing[0],
+              "PixelSpacing": list(spacing[1:])} | tags
+    datasets = []
+    for z, pixels in enumerate(volume):
+        position = [origin[0], origin[1], origin[2] + spacing[0] * z]
+        ds = dicom_dataset(pixels, ImagePositionPatient=position, InstanceNumber=len(volume) - z, **shared)
+        ds.save_as(folder / f"{len(volume) - z:03d}.dcm", enforce_file_format=True)
+        datasets.append(ds)
+    return datasets

@@ -70,7 +70,7 @@ def refuse_above_limit(path: str | os.PathLike, declared: str, decoded_bytes: in
                         f"{max_decoded_mb():g} MB (io.max_decoded_mb)", path=str(path))
 
 
-def _squeeze_single_slice(data: ImageData) -> ImageData:
+def squeeze_single_slice(data: ImageData) -> ImageData:
     """Treat a (1, y, x) volume (common in ITK-SNAP exports of 2D images) as a 2D image."""
     if data.array.ndim == 3 and data.array.shape[0] == 1:
         data.array = data.array[0]
@@ -126,7 +126,7 @@ def read_image(path: str | os.PathLike) -> ImageData:
         raise CaseError(f"cannot read {kind} image ({type(error).__name__}: {error})", path=str(path)) from error
     if data.array.size == 0:
         raise CaseError("image has no pixels", path=str(path))
-    return _squeeze_single_slice(data)
+    return squeeze_single_slice(data)
 
 
 def _read_raster(path: Path) -> ImageData:
@@ -227,17 +227,36 @@ def _pixel_spacing(dataset) -> tuple[float, float]:
 
 def _read_dicom_file(path: Path) -> ImageData:
     dataset = _read_dicom_header(path)
-    pixels = _dicom_pixels(path, dataset)
-    row_col = _pixel_spacing(dataset)
-    frames = int(dataset.get("NumberOfFrames", 1) or 1)
-    if frames > 1:
-        thickness = float(dataset.get("SpacingBetweenSlices") or dataset.get("SliceThickness") or 1.0)
+    return dicom_image_data(path, [dataset], _dicom_pixels(path, dataset))
+
+
+def dicom_headers(path: str | os.PathLike) -> list:
+    """The headers of a DICOM file, or of a series folder in the slice order ``read_image`` gives; refused
+    when they declare more decoded pixel data than ``io.max_decoded_mb``."""
+    path = Path(path)
+    return _series_headers(path)[1] if path.is_dir() else [_read_dicom_header(path)]
+
+
+def dicom_image_data(path: str | os.PathLike, datasets: list, array: np.ndarray) -> ImageData:
+    """``array`` with the geometry ``read_image`` gives the DICOM file or series folder ``path`` whose
+    headers (in slice order) are ``datasets``."""
+    first = datasets[0]
+    row_col = _pixel_spacing(first)
+    if Path(path).is_dir():
+        steps = np.diff([slice_position(ds) for ds in datasets])
+        z_spacing = float(np.median(steps)) if len(steps) and np.median(steps) > 0 else float(
+            first.get("SliceThickness") or 1.0)
+        origin = tuple(float(v) for v in first.get("ImagePositionPatient", (0.0, 0.0, 0.0)))[::-1]
+        return ImageData(array=array, spacing=(z_spacing, *row_col), origin=origin, path=str(path),
+                         has_geometry=True, tags=_summary_tags(first))
+    if int(first.get("NumberOfFrames", 1) or 1) > 1:
+        thickness = float(first.get("SpacingBetweenSlices") or first.get("SliceThickness") or 1.0)
         spacing: tuple[float, ...] = (thickness, *row_col)
     else:
         spacing = row_col
-    return ImageData(array=pixels, spacing=spacing, path=str(path),
-                     has_geometry="PixelSpacing" in dataset or "ImagerPixelSpacing" in dataset,
-                     tags=_summary_tags(dataset))
+    return ImageData(array=array, spacing=spacing, path=str(path),
+                     has_geometry="PixelSpacing" in first or "ImagerPixelSpacing" in first,
+                     tags=_summary_tags(first))
 
 
 def _summary_tags(dataset) -> dict:
@@ -254,6 +273,20 @@ def _read_dicom_series(folder: Path) -> ImageData:
     All headers are read (and the series' total decoded size checked) before any slice is decoded;
     slices are decoded one at a time into the volume.
     """
+    files, datasets = _series_headers(folder)
+    volume = None
+    for index, (file, dataset) in enumerate(zip(files, datasets)):
+        pixels = _dicom_pixels(file, dataset)
+        if volume is None:
+            volume = np.empty((len(files), *pixels.shape), dtype=np.float32)
+        elif pixels.shape != volume.shape[1:]:
+            raise CaseError("DICOM series slices differ in size", path=str(folder))
+        volume[index] = pixels
+    return dicom_image_data(folder, datasets, volume)
+
+
+def _series_headers(folder: Path) -> tuple[list[Path], list]:
+    """The files of a series folder and their headers, sorted along the slice normal; total size checked."""
     import pydicom
 
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
@@ -269,27 +302,11 @@ def _read_dicom_series(folder: Path) -> ImageData:
     kinds = {kind for kind, _ in declared}
     refuse_above_limit(folder, f"{len(files)} files of " + (kinds.pop() if len(kinds) == 1 else "different sizes"),
                        sum(size for _, size in declared))
-    positions = [_slice_position(ds) for ds in datasets]
-    order = np.argsort(positions, kind="stable")
-    files, datasets, positions = ([items[i] for i in order] for items in (files, datasets, positions))
-    volume = None
-    for index, (file, dataset) in enumerate(zip(files, datasets)):
-        pixels = _dicom_pixels(file, dataset)
-        if volume is None:
-            volume = np.empty((len(files), *pixels.shape), dtype=np.float32)
-        elif pixels.shape != volume.shape[1:]:
-            raise CaseError("DICOM series slices differ in size", path=str(folder))
-        volume[index] = pixels
-    steps = np.diff(positions)
-    z_spacing = float(np.median(steps)) if len(steps) and np.median(steps) > 0 else float(
-        datasets[0].get("SliceThickness") or 1.0)
-    first = datasets[0]
-    origin = tuple(float(v) for v in first.get("ImagePositionPatient", (0.0, 0.0, 0.0)))[::-1]
-    return ImageData(array=volume, spacing=(z_spacing, *_pixel_spacing(first)),
-                     origin=origin, path=str(folder), has_geometry=True, tags=_summary_tags(first))
+    order = np.argsort([slice_position(ds) for ds in datasets], kind="stable")
+    return [files[i] for i in order], [datasets[i] for i in order]
 
 
-def _slice_position(dataset) -> float:
+def slice_position(dataset) -> float:
     """Position along the slice normal (ImagePositionPatient · normal), else InstanceNumber."""
     position = dataset.get("ImagePositionPatient")
     orientation = dataset.get("ImageOrientationPatient")
@@ -300,12 +317,16 @@ def _slice_position(dataset) -> float:
 
 
 def read_mask(paths: list[str | os.PathLike] | str | os.PathLike, label_value: int | None = None,
-              threshold: float | None = None) -> ImageData:
+              threshold: float | None = None, image: str | os.PathLike | None = None) -> ImageData:
     """Read one or several mask files and return their union as a uint8 0/1 mask.
 
     A voxel is lesion where the mask is non-zero, or equals ``label_value``, or is at least
-    ``threshold`` (masks with grey edges, e.g. saved as JPEG), whichever is given.
+    ``threshold`` (masks with grey edges, e.g. saved as JPEG), whichever is given. DICOM SEG and RTSTRUCT
+    masks (``mmdlr.io.dicom_masks``) are rasterised onto ``image``, the DICOM image they belong to; their
+    segment or ROI is chosen by ``#`` in the path, not by ``label_value``/``threshold``.
     """
+    from mmdlr.io.dicom_masks import dicom_mask_kind, read_dicom_mask
+
     if label_value is not None and threshold is not None:
         raise ValueError("give a mask label value or a mask threshold, not both")
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
@@ -313,11 +334,15 @@ def read_mask(paths: list[str | os.PathLike] | str | os.PathLike, label_value: i
         raise CaseError("no mask file given")
     union: ImageData | None = None
     for path in paths:
-        part = read_image(path)
-        if threshold is not None:
-            lesion = part.array >= threshold
+        if dicom_mask_kind(path):
+            part = read_dicom_mask(path, image)
+            lesion = part.array.astype(bool)
         else:
-            lesion = part.array != 0 if label_value is None else part.array == label_value
+            part = read_image(path)
+            if threshold is not None:
+                lesion = part.array >= threshold
+            else:
+                lesion = part.array != 0 if label_value is None else part.array == label_value
         if union is None:
             union = part
             union.array = lesion.astype(np.uint8)

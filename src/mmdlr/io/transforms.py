@@ -6,6 +6,7 @@ Outputs are channel-first numpy arrays, spatial axes in numpy order; geometry go
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
+from os import PathLike
 
 import numpy as np
 from monai.config import KeysCollection
@@ -50,22 +51,27 @@ class LoadLesionMaskd(MapTransform):
     """Replace mask path(s) under each key by their union as uint8 (1, *spatial); an empty mask is an error.
 
     Lesion is any non-zero value, or ``label_value``, or values at least ``threshold`` (see ``read_mask``).
+    DICOM SEG/RTSTRUCT masks are matched to and rasterised onto the image under ``image_key`` (its path,
+    or the path in its ``"<image_key>_meta"`` once loaded).
     """
 
     def __init__(self, keys: KeysCollection = "mask", label_value: int | None = None,
-                 allow_missing_keys: bool = False, *, threshold: float | None = None):
+                 allow_missing_keys: bool = False, *, threshold: float | None = None, image_key: str = "image"):
         super().__init__(keys, allow_missing_keys)
         if label_value is not None and threshold is not None:
             raise ValueError("give a mask label value or a mask threshold, not both")
-        self.label_value, self.threshold = label_value, threshold
+        self.label_value, self.threshold, self.image_key = label_value, threshold, image_key
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
             paths = d[key]
+            image_meta = d.get(f"{self.image_key}{META_SUFFIX}")
+            image = image_meta["path"] if isinstance(image_meta, Mapping) else d.get(self.image_key)
             try:
                 mask = read_mask(paths if isinstance(paths, Sequence) and not isinstance(paths, str) else [paths],
-                                 self.label_value, self.threshold)
+                                 self.label_value, self.threshold,
+                                 image if isinstance(image, (str, PathLike)) else None)
             except CaseError as error:
                 raise CaseError(error.reason, d.get("patient_id"), error.path) from error
             if not mask.array.any():

@@ -10,6 +10,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from mmdlr.errors import ManifestError, find_case_error
+from mmdlr.io.dicom_masks import dicom_mask_kind
 from mmdlr.io.loading import load_case_transforms
 from mmdlr.io.manifest import LABEL_NAMES, Manifest
 from mmdlr.io.readers import read_image
@@ -33,6 +34,8 @@ class ValidationReport:
 
 def non_binary_mask_warning(path: str | os.PathLike) -> str | None:
     """Say how a mask file that is not binary reads now, with its value counts and the option to use."""
+    if dicom_mask_kind(path):  # SEG/RTSTRUCT: segments or ROIs, binary by construction
+        return None
     values, counts = np.unique(read_image(path).array, return_counts=True)
     if len(values) <= 2:
         return None
