@@ -74,16 +74,11 @@ class ComputeSlots:
         self.waiting = self.running = 0
 
     async def run(self, request: Request, function, *args):
-        """``function(*args)`` in a worker thread once a slot is free; ClientDisconnect if the client left
-        while waiting."""
+        """``function(*args)`` in a worker thread once a slot is free (first come, first served);
+        ClientDisconnect if the client left while waiting."""
         self.waiting += 1
         try:
-            while True:
-                with anyio.move_on_after(DISCONNECT_POLL_S):
-                    await self.free.acquire()
-                    break
-                if await request.is_disconnected():
-                    raise ClientDisconnect
+            await self._acquire_while_connected(request)
         finally:
             self.waiting -= 1
         self.running += 1
@@ -92,6 +87,27 @@ class ComputeSlots:
         finally:
             self.running -= 1
             self.free.release()
+
+    async def _acquire_while_connected(self, request: Request) -> None:
+        """Wait in line for a slot while a watcher checks the client every DISCONNECT_POLL_S; the wait is never
+        interrupted otherwise, so requests keep their place in the line."""
+        acquired = left = False
+        async with anyio.create_task_group() as waiting:
+            async def watch_client() -> None:
+                nonlocal left
+                while not await request.is_disconnected():
+                    await anyio.sleep(DISCONNECT_POLL_S)
+                left = True
+                waiting.cancel_scope.cancel()
+
+            waiting.start_soon(watch_client)
+            await self.free.acquire()
+            acquired = True
+            waiting.cancel_scope.cancel()
+        if left:
+            if acquired:
+                self.free.release()
+            raise ClientDisconnect
 
 
 def bearer_token(token: str | None):
