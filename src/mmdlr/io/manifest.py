@@ -3,7 +3,8 @@
 Columns: ``patient_id``, ``label`` (0/1 or benign/malignant), ``<mod>_image`` and ``<mod>_mask`` per
 modality, optional ``split`` (train/test), optional ``group`` (patients never split apart), and any
 clinical columns. Paths are absolute or relative to the CSV's folder; several mask files are separated
-by ``;`` and unioned; an empty cell means the modality is missing for that patient.
+by ``;`` and unioned (a DICOM SEG or RTSTRUCT file may be followed by ``#<segment or ROI>``, see
+``mmdlr.io.dicom_masks``); an empty cell means the modality is missing for that patient.
 """
 
 from __future__ import annotations
