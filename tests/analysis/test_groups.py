@@ -18,10 +18,12 @@ from sklearn.svm import SVC
 
 from mmdlr.analysis import config_from_dict, load_feature_set, run_analysis
 from mmdlr.analysis.features import FeatureTableError
+from mmdlr.analysis.fold import fit_row
+from mmdlr.analysis.grid import GridRow
 from mmdlr.classify import deep_steps, model_search, radiomics_steps
 from mmdlr.classify.zoo import PlattScaledSVC
 from mmdlr.cli.main import main
-from mmdlr.evaluate import StratifiedFoldsWithGroups
+from mmdlr.evaluate import Fold, StratifiedFoldsWithGroups
 from mmdlr.select import LassoSelector
 
 from .synthetic_features import write_feature_tables
@@ -135,11 +137,11 @@ def _grouped_tables(directory, n_groups: int, split: bool, seed: int):
     return directory
 
 
-# LASSO (radiomics), Platt scaling (svm), stacking's out-of-fold probabilities, Youden's threshold; threads
-# so that the spy sees every fit
-RUNNER_GRID = {"classifiers": {"lr": {"C": [1.0]}, "svm": {"estimator__C": [1.0]}}, "threshold": "youden",
-               "families": ["radiomics"], "fusion": {"ensemble": False}, "bootstrap": {"n": 100},
-               "save_models": False, "parallel": {"backend": "threading", "n_jobs": 2}}
+# LASSO (radiomics), Platt scaling (svm), stacking's out-of-fold probabilities and meta-learner search;
+# threads, so that the spy sees every fit
+RUNNER_GRID = {"classifiers": {"lr": {"C": [1.0]}, "svm": {"estimator__C": [1.0]}}, "families": ["radiomics"],
+               "fusion": {"ensemble": False}, "bootstrap": {"n": 100}, "save_models": False,
+               "parallel": {"backend": "threading", "n_jobs": 2}}
 
 
 @pytest.mark.parametrize("protocol", ["holdout", "nested_cv"])
@@ -149,9 +151,20 @@ def test_runner_hands_groups_to_every_inner_split(tmp_path, monkeypatch, protoco
     spy = SplitSpy(monkeypatch)
     result = run_analysis(features, tmp_path / "out", config, progress=False)
     assert result.skipped == [] and result.predictions["probability"].notna().all()
-    # the searches, LASSO, Platt scaling, stacking's out-of-fold probabilities and Youden's threshold
     assert {"sklearn.model_selection._search", "mmdlr.select.lasso", "mmdlr.classify.zoo",
             "sklearn.model_selection._validation"} <= spy.callers
+    assert spy.separated == []
+
+
+def test_youden_threshold_out_of_fold_predictions_keep_groups_together(tmp_path, monkeypatch):
+    features = load_feature_set(_grouped_tables(tmp_path / "features", n_groups=30, split=True, seed=5))
+    fold = Fold("holdout", tuple(features.split.index[features.split == "train"]),
+                tuple(features.split.index[features.split == "test"]))
+    row = GridRow("radiomics", "MRI+US", "early", ("radiomics_mri", "radiomics_us"))
+    spy = SplitSpy(monkeypatch)
+    outcome = fit_row(row, fold, features, config_from_dict({**RUNNER_GRID, "threshold": "youden"}))
+    assert 0 < outcome.threshold < 1
+    assert {"sklearn.model_selection._validation", "mmdlr.select.lasso", "mmdlr.classify.zoo"} <= spy.callers
     assert spy.separated == []
 
 
