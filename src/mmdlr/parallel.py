@@ -1,14 +1,17 @@
 """Worker processes: Dask scale-out (a running scheduler, or a local cluster) and loky workers that end
 with the process that started them.
 
-A LocalCluster's nannies already exit when their parent dies. loky's workers do not: a busy or idle
-worker outlives a parent killed by SIGTERM or SIGKILL (for up to loky's 300 s idle timeout, or for
-as long as its task runs). :func:`workers_exit_with_parent` gives every loky worker a watch on its parent.
+A LocalCluster's worker processes already exit when their parent dies. loky's workers do not: a busy
+or idle worker outlives a parent killed by SIGTERM or SIGKILL (for up to loky's 300 s idle timeout,
+or for as long as its task runs). :func:`workers_exit_with_parent` gives every loky worker a watch on
+its parent, and :func:`signals_interrupt` turns SIGTERM/SIGHUP into an exception that unwinds the stack,
+so joblib stops its workers and Dask clients close their clusters.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -19,16 +22,65 @@ from joblib import register_parallel_backend
 from joblib._parallel_backends import LokyBackend
 
 
+SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+_held: list[int] | None = None  # signals received inside signals_held()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGINT, SIGTERM or SIGHUP, raised like Ctrl-C's KeyboardInterrupt so that the stack unwinds."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_terminated(signum, frame) -> None:
+    if _held is not None:
+        _held.append(signum)
+        return
+    raise Terminated(signum)
+
+
+@contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """While open (in the main thread; elsewhere a no-op), SIGINT, SIGTERM and SIGHUP raise :class:`Terminated`."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, _raise_terminated) for signum in SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold the signals of :func:`signals_interrupt` until the block ends, then raise the first."""
+    global _held
+    outer, _held = _held, []
+    try:
+        yield
+    finally:
+        held, _held = _held, outer
+    if held:
+        raise Terminated(held[0])
+
+
 @contextmanager
 def dask_client(address: str | None = None, n_workers: int = 2) -> Iterator[object]:
     """Connect to the scheduler at ``address``, or start a local process cluster; closed on exit."""
     from dask.distributed import Client
 
-    client = Client(address) if address else Client(n_workers=max(n_workers, 1), threads_per_worker=1)
+    client = None
     try:
+        with signals_held():  # a cluster interrupted while starting cannot be closed
+            client = Client(address) if address else Client(n_workers=max(n_workers, 1), threads_per_worker=1)
         yield client
     finally:
-        client.close()
+        if client is not None:
+            client.close()
 
 
 def exit_with_parent(parent_pid: int, interval: float = 0.5) -> None:

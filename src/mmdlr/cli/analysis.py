@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from mmdlr.analysis import ConfigError, FeatureTableError, run_analysis
-from mmdlr.evaluate import OneClassFoldError
+from mmdlr.analysis import run_analysis
+from mmdlr.cli.pipeline import require_config_file
 
 
 def run_analyze(args: argparse.Namespace) -> int:
-    try:
-        result = run_analysis(args.features, args.out, args.config, manifest=args.manifest, progress=not args.quiet)
-    except (ConfigError, FeatureTableError, OneClassFoldError) as error:
-        print(f"mmdlr analyze: error: {error}", file=sys.stderr)
-        return 2
+    require_config_file(args.config)
+    result = run_analysis(args.features, args.out, args.config, manifest=args.manifest, progress=not args.quiet)
     for family, table in result.tables.items():
         print(f"\n{family}")
         print(table[["method", "accuracy", "AUC [95% CI]", "Sensitivity [95% CI]", "Specificity [95% CI]",

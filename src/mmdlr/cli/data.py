@@ -6,9 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from mmdlr.cli.pipeline import add_config_options, read_run_config
 from mmdlr.io.busi import import_busi
-from mmdlr.io.manifest import read_manifest
+from mmdlr.io.manifest import Manifest, read_manifest
 from mmdlr.io.validate import validate_manifest
+from mmdlr.pipeline.preflight import preflight
 from mmdlr.roi.cache import RoiSettings, crop_cohort
 from mmdlr.synthetic import CohortSettings, generate_cohort
 
@@ -34,16 +36,20 @@ def roi_settings(args: argparse.Namespace) -> RoiSettings:
 
 
 def run_validate(args: argparse.Namespace) -> int:
+    config = read_run_config(args.config, args.set or []) if args.config else None
     report = validate_manifest(args.manifest, args.label_value, progress=not args.quiet,
                                mask_threshold=args.mask_threshold)
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    if not report.ok:
-        print(f"{len(report.problems)} problem(s) in {args.manifest}:", file=sys.stderr)
-        for problem in report.problems:
+    problems = list(report.problems)
+    if config is not None and Path(args.manifest).is_file():
+        problems += preflight(Manifest.from_csv(args.manifest), config, args.out)
+    if problems:
+        print(f"{len(problems)} problem(s) in {args.manifest}:", file=sys.stderr)
+        for problem in problems:
             print(f"  {problem}", file=sys.stderr)
         return 1
-    print(f"{args.manifest}: valid")
+    print(f"{args.manifest}: valid" + (f", and `mmdlr run` can start with {args.config}" if config else ""))
     print(report.summary.to_string(index=False))
     return 0
 
@@ -79,6 +85,8 @@ def register(subparsers) -> None:
     validate = subparsers.add_parser("validate", help="check a manifest and every file it names")
     validate.add_argument("manifest")
     add_mask_options(validate)
+    add_config_options(validate, default=None)
+    validate.add_argument("--out", default=None, help="with --config: the run folder, checked for writing")
     validate.set_defaults(handler=run_validate)
 
     demo = subparsers.add_parser("demo-data", help="write a synthetic multimodal cohort and its manifest")

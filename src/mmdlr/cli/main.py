@@ -1,4 +1,12 @@
-"""`mmdlr` entry point: each stage module registers its subcommands."""
+"""`mmdlr` entry point: each stage module registers its subcommands.
+
+Errors: an anticipated one (:class:`mmdlr.errors.UserError`, ``ValueError``, ``OSError``, a YAML
+syntax error; also when MONAI re-raised it as a ``RuntimeError``) prints one line, ``mmdlr <command>:
+error: <message>``, and exits 2; any other exception is a bug or an environment failure we did not
+foresee: one line with its type and message, exit 1. ``--debug`` prints the traceback before that line.
+SIGINT, SIGTERM and SIGHUP unwind the stack (joblib stops its workers, Dask clients close their
+clusters), print one line and exit 128 + the signal number (130 for Ctrl-C).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +14,21 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
+import traceback
 import warnings
 
+import yaml
+
 from mmdlr import __version__
-from mmdlr.errors import CaseError, ManifestError
+from mmdlr.errors import ManifestError, UserError, causes, find_cause
+from mmdlr.parallel import Terminated, signals_interrupt, workers_exit_with_parent
 
 COMMAND_MODULES = ("mmdlr.cli.data", "mmdlr.cli.radiomics", "mmdlr.cli.analysis", "mmdlr.cli.pipeline",
                    "mmdlr.cli.serve")
+ANTICIPATED = (UserError, ValueError, OSError, yaml.YAMLError)
+SHOWN_PROBLEMS = 5  # of a manifest's problems on the error line; `mmdlr validate` lists every one
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,10 +38,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="also show library warnings (small-fold and convergence notices from scikit-learn, ...)")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of an error (without it: one line, exit 2 for an input, config "
+                             "or environment problem, exit 1 for anything else)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
     return parser
+
+
+def error_line(error: BaseException) -> tuple[str, int]:
+    """The one-line message for ``error`` and the exit code: 2 when anticipated, else 1."""
+    anticipated = find_cause(error, ANTICIPATED)
+    if anticipated is None:
+        innermost = list(causes(error))[-1]
+        return f"{type(innermost).__name__}: {_one_line(innermost)} (run with --debug for the traceback)", 1
+    return _one_line(anticipated), 2
+
+
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, ManifestError):
+        shown = error.problems[:SHOWN_PROBLEMS]
+        more = len(error.problems) - len(shown)
+        return (f"manifest has {len(error.problems)} problem(s): " + "; ".join(shown)
+                + (f"; and {more} more (`mmdlr validate MANIFEST` lists every one)" if more else ""))
+    if isinstance(error, OSError) and error.strerror and error.filename:
+        return f"{error.filename}: {error.strerror}"
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,11 +78,20 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), quiet]))
         for category in (UserWarning, RuntimeWarning, FutureWarning):
             warnings.simplefilter("ignore", category)
+    workers_exit_with_parent()
     try:
-        return int(args.handler(args) or 0)
-    except (CaseError, ManifestError, ValueError, FileNotFoundError, FileExistsError) as error:
-        print(f"mmdlr {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        with signals_interrupt():
+            return int(args.handler(args) or 0)
+    except KeyboardInterrupt as interrupt:
+        signum = interrupt.signum if isinstance(interrupt, Terminated) else signal.SIGINT
+        print(f"mmdlr {args.command}: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum
+    except Exception as error:  # noqa: BLE001 - every error ends as one line (--debug: with the traceback)
+        if args.debug:
+            traceback.print_exc()
+        message, code = error_line(error)
+        print(f"mmdlr {args.command}: error: {message}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from mmdlr.analysis.config import ConfigError
 from mmdlr.paths import CONFIG_DIR
-from mmdlr.pipeline.config import load_run_config
+from mmdlr.pipeline.config import RunConfig, load_run_config
 from mmdlr.pipeline.run import STAGES, RunResult, run_pipeline
 from mmdlr.synthetic import CohortSettings, generate_cohort
 
@@ -31,15 +32,28 @@ def print_summary(result: RunResult) -> None:
     print(f"\nreport:     {result.report}\nprovenance: {result.provenance}")
 
 
+def require_config_file(path: str | None) -> None:
+    """A --config that names no file is a ConfigError naming it (and the shipped configs)."""
+    if path is not None and not Path(path).is_file():
+        raise ConfigError(f"config file {path} not found (mmdlr ships {CONFIG_DIR / 'paper.yaml'} and "
+                          f"{CONFIG_DIR / 'nested_cv.yaml'})")
+
+
+def read_run_config(path: str | None, overrides: list[str]) -> RunConfig:
+    """The run config of --config and --set (a missing file is a ConfigError)."""
+    require_config_file(path)
+    return load_run_config(path, overrides)
+
+
 def _overrides(args: argparse.Namespace) -> list[str]:
     overrides = list(args.set or [])
-    if args.scheduler:
+    if getattr(args, "scheduler", None):
         overrides += ["parallel.backend=dask", f"parallel.scheduler_address={args.scheduler}"]
     return overrides
 
 
 def run_run(args: argparse.Namespace) -> int:
-    config = load_run_config(args.config, _overrides(args))
+    config = read_run_config(args.config, _overrides(args))
     print_summary(run_pipeline(args.manifest, config, args.out, args.force or (), progress=not args.quiet))
     return 0
 
@@ -48,16 +62,20 @@ def run_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     manifest = generate_cohort(out / "cohort", CohortSettings(patients=args.patients, seed=args.seed),
                                progress=not args.quiet)
-    config = load_run_config(args.config, DEMO_OVERRIDES + _overrides(args))
+    config = read_run_config(args.config, DEMO_OVERRIDES + _overrides(args))
     print_summary(run_pipeline(manifest, config, out / "run", args.force or (), progress=not args.quiet))
     return 0
 
 
-def add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=str(CONFIG_DIR / "paper.yaml"),
+def add_config_options(parser: argparse.ArgumentParser, default: str | None = str(CONFIG_DIR / "paper.yaml")) -> None:
+    parser.add_argument("--config", default=default,
                         help="run config (default configs/paper.yaml; configs/nested_cv.yaml for nested CV)")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE",
                         help="override a config value, e.g. --set deep.max_epochs=50 --set protocol=nested_cv")
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    add_config_options(parser)
     parser.add_argument("--force", action="append", choices=STAGES, help="rerun this stage (repeatable)")
     parser.add_argument("--scheduler", metavar="ADDRESS",
                         help="run radiomics and the classifier grid on this dask.distributed scheduler")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from mmdlr.cli.data import add_roi_options, roi_settings
 from mmdlr.io.manifest import read_manifest
@@ -11,6 +12,9 @@ from mmdlr.roi.cache import crop_cohort
 
 
 def run_radiomics(args: argparse.Namespace) -> int:
+    for option, path in (("--params-2d", args.params_2d), ("--params-3d", args.params_3d)):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{option}: params file {path} not found (default: {DEFAULT_PARAMS[option[-2:]]})")
     index = crop_cohort(read_manifest(args.manifest), args.out, roi_settings(args), progress=not args.quiet)
     written = extract_cohort(index, args.out, args.dimension, {"2d": args.params_2d, "3d": args.params_3d},
                              n_jobs=args.n_jobs, backend=args.backend, progress=not args.quiet)
