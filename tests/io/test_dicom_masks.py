@@ -21,7 +21,7 @@ from mmdlr.io.limits import ENVIRONMENT_KEY
 from mmdlr.io.loading import load_case_transforms
 from mmdlr.io.validate import validate_manifest
 
-from .dicom_cases import dicom_dataset, dicom_series
+from .dicom_cases import dicom_series
 
 SPACING, ORIGIN = (2.5, 0.5, 0.25), (-20.0, 30.0, 7.0)  # (z, row, column) mm; first slice's (x, y, z) mm
 
