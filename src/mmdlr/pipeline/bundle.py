@@ -1,9 +1,9 @@
 """Running the MONAI bundle's configs in-process (the same JSON that `python -m monai.bundle run` reads).
 
 MONAI's ConfigParser evaluates a string that starts with ``$`` as Python, follows ``@`` references and
-``%`` macros. Values that reach the bundle from data (manifest paths and modality names, config files,
-``--set``, a run folder's provenance) therefore pass through :func:`bundle_overrides`, which refuses any
-such string; lists of patients travel as files (:func:`write_patient_list`), never as override strings.
+``%`` macros, and calls the ``_target_`` of any mapping. Values that reach the bundle from data (manifest
+paths and modality names, config files, ``--set``, a run folder's provenance) therefore pass through
+:func:`bundle_overrides`, which refuses any such string or mapping; lists of patients travel as files (:func:`write_patient_list`), never as override strings.
 """
 
 from __future__ import annotations
@@ -25,14 +25,21 @@ PARSED_PREFIXES = ("$", "@", "%")  # MONAI: expression, reference, macro
 
 
 def refuse_parsed_strings(value, name: str = "") -> None:
-    """Raise ConfigError if ``value`` holds (at any depth) a string MONAI's ConfigParser would not take
-    literally."""
+    """Raise ConfigError if ``value`` holds (at any depth) a string or a mapping key MONAI's ConfigParser
+    would not take literally (a mapping with ``_target_`` is instantiated: any importable callable)."""
+    from monai.bundle.config_item import ConfigComponent
+
     if isinstance(value, str):
         if value.startswith(PARSED_PREFIXES):
             raise ConfigError(f"value {name} = {value!r} starts with {value[0]!r}, which MONAI's config parser "
                               "would evaluate as code, a reference or a macro; mmdlr passes only literal values to "
                               "the bundle: change the value")
     elif isinstance(value, Mapping):
+        reserved = sorted(ConfigComponent.non_arg_keys.intersection(value))
+        if reserved:
+            raise ConfigError(f"value {name or 'config'} has the key(s) {', '.join(reserved)}, which MONAI's config "
+                              "parser would use to call code; mmdlr passes only literal values to the bundle: "
+                              "remove them")
         for key, item in value.items():
             refuse_parsed_strings(key, f"{name} (key)")
             refuse_parsed_strings(item, f"{name}.{key}" if name else str(key))
