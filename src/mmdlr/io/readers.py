@@ -14,6 +14,7 @@ copies).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,9 @@ ITK_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 GREY_BLOCK_PIXELS = 1 << 18  # colour converted this many pixels at a time: ~8 MB of float64 scratch
 PIL_TO_RGB_MODES = ("P", "LA", "PA", "CMYK", "YCbCr", "HSV")
+# Header formats whose pixel data may live in another file the header names (MetaImage, NRRD)
+DETACHED_DATA_KEY = re.compile(r"^\s*(?:ElementDataFile\s*=|data\s?file\s*:)\s*(.*)$", re.IGNORECASE | re.MULTILINE)
+DETACHED_HEADER_BYTES = 1 << 16
 
 
 @dataclass
@@ -150,9 +154,25 @@ def _read_raster(path: Path) -> ImageData:
     return ImageData(array=grey, spacing=(1.0, 1.0), path=str(path))
 
 
+def refuse_data_outside_folder(path: Path) -> None:
+    """Raise CaseError when a MetaImage or NRRD header takes its pixels from a file outside its own folder
+    (``ElementDataFile = /etc/...``, ``data file: ../...``, or a LIST of files): reading it would read
+    whatever file the header's author chose."""
+    if not path.name.lower().endswith((".mha", ".mhd", ".nrrd", ".nhdr")):
+        return
+    with open(path, "rb") as handle:
+        header = handle.read(DETACHED_HEADER_BYTES).decode("latin-1")
+    for match in DETACHED_DATA_KEY.finditer(header):
+        target = (match.group(1).split() or [""])[0]
+        if target.upper() == "LIST" or Path(target).is_absolute() or ".." in Path(target).parts:
+            raise CaseError(f"header takes its pixel data from {match.group(1).strip()!r}, outside its own folder; "
+                            "keep the data in the header's file or beside it (a plain file name)", path=str(path))
+
+
 def _read_itk(path: Path) -> ImageData:
     import SimpleITK as sitk
 
+    refuse_data_outside_folder(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     reader.ReadImageInformation()
