@@ -14,14 +14,16 @@ from mmdlr.classify import (
     CLASSIFIERS,
     DEFAULT_GRIDS,
     chosen_classifier,
-    combined_steps,
     deep_steps,
     make_classifier,
     model_search,
+    pca_of_all_steps,
+    rad_df_steps,
     radiomics_steps,
 )
 from mmdlr.classify.zoo import PlattScaledSVC
 from mmdlr.evaluate import StratifiedFoldsWithGroups
+from mmdlr.select import LassoSelector
 
 
 @pytest.fixture
@@ -81,11 +83,42 @@ def test_deep_steps_reduce_each_block_with_clipped_pca(frame):
     assert search.best_estimator_.named_steps["blocks"].named_transformers_["b"]["pca"].n_components_ == 30
 
 
-def test_combined_steps_pca_108_clipped_to_fold(frame):
+def test_pca_of_all_steps_pca_108_clipped_to_fold(frame):
     X, y = frame
-    search = model_search(combined_steps(list(X.columns), 108), {"lr": {}}).fit(X, y)
+    search = model_search(pca_of_all_steps(list(X.columns), 108), {"lr": {}}).fit(X, y)
     assert search.best_estimator_.named_steps["pca"].n_components_ == X.shape[1]
     assert search.best_estimator_.named_steps["pca"].fit(X.to_numpy()[:20]).n_components_ == 19
+
+
+class RecordingLasso(LassoSelector):
+    """LASSO selector that records the groups routed to it."""
+
+    routed: list = []
+
+    def fit(self, X, y, groups=None):
+        RecordingLasso.routed.append(groups)
+        return super().fit(X, y, groups)
+
+
+def test_rad_df_reduces_each_family_apart_then_splices(frame):
+    """Selected radiomics -> PCA(57) beside per-modality deep PCA -> PCA(51): the components never mix families."""
+    X, y = frame
+    radiomics = radiomics_steps([f"a__f{j}" for j in range(6)])
+    radiomics[-1] = ("lasso", RecordingLasso())
+    deep = deep_steps({"b1": [f"b__f{j}" for j in range(15)], "b2": [f"b__f{j}" for j in range(15, 30)]}, 10)
+    groups = np.arange(80) // 2
+    RecordingLasso.routed.clear()
+    search = model_search(rad_df_steps(radiomics, deep, n_radiomics=57, n_deep=4), {"lr": {}}).fit(X, y, groups=groups)
+    families = search.best_estimator_.named_steps["families"]
+    radiomic_branch, deep_branch = (families.transformer_list[i][1] for i in (0, 1))
+    kept = radiomic_branch.named_steps["lasso"].get_support().sum()
+    assert radiomic_branch.named_steps["pca"].n_components_ == kept <= 6  # fewer than 57 selected: all kept
+    assert deep_branch.named_steps["pca"].n_components_ == 4  # of the 2 x 10 per-modality components
+    assert families.transform(X).shape == (80, kept + 4)
+    assert RecordingLasso.routed  # every routed set of groups is whole pairs: no group split by an inner fold
+    assert all(g is not None and len(g) == 2 * len(np.unique(g)) for g in RecordingLasso.routed)
+    changed_deep = X.assign(**{f"b__f{j}": X[f"b__f{j}"] * 3 for j in range(30)})
+    np.testing.assert_allclose(radiomic_branch.transform(X), radiomic_branch.transform(changed_deep))
 
 
 class CountingScaler(StandardScaler):

@@ -13,9 +13,10 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 def test_paper_config_matches_the_paper():
     config = load_config(CONFIGS / "paper.yaml")
     assert config.protocol == "holdout" and config.seed == 42 and config.holdout.test_size == 0.2
-    assert (config.pca.deep, config.pca.fused) == (32, 108)
+    assert (config.pca.deep, config.pca.fused_radiomics, config.pca.fused_deep, config.pca.fused) == (32, 57, 51, 108)
     assert tuple(config.classifiers) == CLASSIFIERS
     assert config.fusion.early and config.fusion.ensemble and config.fusion.stacking
+    assert not config.fusion.pca_of_all and config.fusion.temperature == 1.0
     assert config.families == ["radiomics", "deep", "radiomics+deep"]
     assert config.parallel.backend == "loky"
 
@@ -43,6 +44,8 @@ def test_defaults_and_classifier_list_get_default_grids():
     ({"classifiers": {"svm": {"Cost": [1]}}}, "classifiers.svm: unknown hyper-parameter"),
     ({"families": ["radiomics", "clinical"]}, "families"),
     ({"fusion": {"missing": "drop"}}, "fusion.missing"),
+    ({"fusion": {"temperature": 0}}, "fusion.temperature must be a number > 0"),
+    ({"pca": {"fused_deep": 0}}, "pca.fused_deep must be an integer >= 1"),
     ({"select": 3}, "config.select must be a mapping"),
 ])
 def test_invalid_configs_are_rejected(values, message):

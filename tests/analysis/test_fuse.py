@@ -56,6 +56,20 @@ def test_ensemble_weights_are_softmax_of_search_accuracies(data):
     assert ensemble.weights_["us"] > ensemble.weights_["mg"]  # the informative modality weighs more
 
 
+def test_ensemble_temperature_sharpens_the_near_uniform_literal_weights(data):
+    """T=1 (the paper's softmax of accuracies in [0, 1]) is near-uniform; T -> 0 approaches the best model."""
+    X, y = data
+    literal = AccuracyWeightedEnsemble([(name, _plain_model()) for name in BLOCKS], BLOCKS).fit(X, y)
+    sharp = AccuracyWeightedEnsemble([(name, _plain_model()) for name in BLOCKS], BLOCKS, temperature=0.05).fit(X, y)
+    np.testing.assert_allclose(sharp.accuracies_, literal.accuracies_)
+    np.testing.assert_allclose(sharp.weights_, softmax(literal.accuracies_.to_numpy() / 0.05))
+    spread = literal.accuracies_.max() - literal.accuracies_.min()
+    assert spread > 0.2 and literal.weights_.max() / literal.weights_.min() == pytest.approx(np.exp(spread))
+    assert literal.weights_.max() < 0.5 < sharp.weights_["us"]  # three models: uniform would be 1/3 each
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        AccuracyWeightedEnsemble([(name, _plain_model()) for name in BLOCKS], BLOCKS, temperature=0).fit(X, y)
+
+
 def test_ensemble_measures_accuracy_by_cv_for_plain_estimators(data):
     X, y = data
     ensemble = AccuracyWeightedEnsemble([(name, _plain_model()) for name in BLOCKS], BLOCKS, cv=3).fit(X, y)

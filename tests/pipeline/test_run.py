@@ -50,7 +50,8 @@ def test_provenance_records_config_inputs_and_timings(finished_run, run_cohort):
     provenance = json.loads(result.provenance.read_text())
     assert provenance["config"]["analysis"]["protocol"] == "holdout"
     assert provenance["config"]["analysis"]["holdout"]["test_size"] == 0.2
-    assert provenance["config"]["analysis"]["pca"] == {"deep": 32, "fused": 108}
+    assert provenance["config"]["analysis"]["pca"] == {"deep": 32, "fused_radiomics": 57, "fused_deep": 51,
+                                                       "fused": 108}
     assert provenance["config"]["deep"]["backbone"] == "efficientnet_lite0"
     assert provenance["seeds"]["analysis.seed"] == config.analysis.seed
     assert str(run_cohort) in provenance["input_hashes"] and len(provenance["input_hashes"]) > 40

@@ -54,11 +54,18 @@ class SelectConfig:
 
 @dataclass
 class PCAConfig:
+    """Components: ``deep`` per modality; ``fused_radiomics`` + ``fused_deep`` for the Rad + DF row
+    (57 + 51 = 108, section 3.4); ``fused`` for the optional "PCA of all features" row."""
+
     deep: int = 32
+    fused_radiomics: int = 57
+    fused_deep: int = 51
     fused: int = 108
 
     def __post_init__(self):
-        _require(self.deep >= 1 and self.fused >= 1, "pca.deep and pca.fused must be >= 1")
+        for name in ("deep", "fused_radiomics", "fused_deep", "fused"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and value >= 1, f"pca.{name} must be an integer >= 1, got {value!r}")
 
 
 @dataclass
@@ -66,11 +73,15 @@ class FusionConfig:
     early: bool = True
     ensemble: bool = True
     stacking: bool = True
+    pca_of_all: bool = False
     missing: str = "complete"
+    temperature: float = 1.0
 
     def __post_init__(self):
         _require(self.missing in ("complete", "impute"),
                  f"fusion.missing must be 'complete' or 'impute', got {self.missing!r}")
+        _require(isinstance(self.temperature, (int, float)) and not isinstance(self.temperature, bool)
+                 and self.temperature > 0, f"fusion.temperature must be a number > 0, got {self.temperature!r}")
 
 
 @dataclass

@@ -9,11 +9,13 @@ from sklearn.preprocessing import StandardScaler
 
 from mmdlr.analysis.config import AnalysisConfig
 from mmdlr.analysis.features import TABLE_FAMILIES, FeatureSet, block_name
-from mmdlr.classify import chosen_classifier, combined_steps, deep_steps, model_search, radiomics_steps
+from mmdlr.classify import (chosen_classifier, deep_steps, model_search, pca_of_all_steps, rad_df_steps,
+                            radiomics_steps)
 from mmdlr.fuse import AccuracyWeightedEnsemble, StackingFusion, block_presence, fusion_subsets
 
 TABLE_NAMES = {"radiomics": "radiomics", "deep": "deep", "radiomics+deep": "fusion"}
 SINGLE, EARLY, COMBINED, ENSEMBLE, STACKING = "single", "early", "combined", "ensemble", "stacking"
+RAD_DF, PCA_OF_ALL = "Rad + DF", "PCA of all features"  # the COMBINED rows (see _family_search)
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,10 @@ def _combined_rows(features: FeatureSet, config: AnalysisConfig, skipped: list) 
         absent = ", ".join(sorted(set(TABLE_FAMILIES) - families_present))
         skipped.append(SkippedRow(family, "*", f"no feature tables of family {absent}"))
         return []
-    return [GridRow(family, "Rad + DF", COMBINED, blocks)] + _late_rows(family, blocks, config, skipped)
+    combined = [GridRow(family, RAD_DF, COMBINED, blocks)]
+    if config.fusion.pca_of_all:
+        combined.append(GridRow(family, PCA_OF_ALL, COMBINED, blocks))
+    return combined + _late_rows(family, blocks, config, skipped)
 
 
 def _late_rows(family: str, blocks: tuple[str, ...], config: AnalysisConfig, skipped: list) -> list[GridRow]:
@@ -108,16 +113,26 @@ def row_patients(row: GridRow, features: FeatureSet, missing: str = "complete") 
     return features.frame.index[keep.to_numpy()]
 
 
-def _family_search(family: str, blocks: dict[str, list[str]], config: AnalysisConfig):
+def _family_search(family: str, blocks: dict[str, list[str]], config: AnalysisConfig, method: str = RAD_DF):
+    """Model search of a family's blocks; radiomics+deep: the ``method`` row's steps (Rad + DF or PCA of all)."""
     seed, select = config.seed, config.select
-    columns = [column for block in blocks.values() for column in block]
+
+    def radiomics(names):
+        columns = [column for name in names for column in blocks[name]]
+        return radiomics_steps(columns, select.mannwhitney_p, select.spearman_rho, select.lasso_alphas,
+                               select.fallback_k, config.inner_folds, seed)
+
     if family == "radiomics":
-        steps = radiomics_steps(columns, select.mannwhitney_p, select.spearman_rho, select.lasso_alphas,
-                                select.fallback_k, config.inner_folds, seed)
+        steps = radiomics(blocks)
     elif family == "deep":
         steps = deep_steps(blocks, config.pca.deep, seed)
+    elif method == PCA_OF_ALL:
+        steps = pca_of_all_steps([column for block in blocks.values() for column in block], config.pca.fused, seed)
     else:
-        steps = combined_steps(columns, config.pca.fused, seed)
+        of_family = {f: [name for name in blocks if name.partition("_")[0] == f] for f in TABLE_FAMILIES}
+        steps = rad_df_steps(radiomics(of_family["radiomics"]),
+                             deep_steps({name: blocks[name] for name in of_family["deep"]}, config.pca.deep, seed),
+                             config.pca.fused_radiomics, config.pca.fused_deep, seed)
     return model_search(steps, config.classifiers, config.inner_folds, seed)
 
 
@@ -130,10 +145,11 @@ def build_model(row: GridRow, features: FeatureSet, config: AnalysisConfig):
     """Unfitted estimator of a row: a model search (single, early, combined) or a late-fusion model."""
     blocks = features.block_columns(row.blocks)
     if row.kind in (SINGLE, EARLY, COMBINED):
-        return _family_search(row.family, blocks, config)
+        return _family_search(row.family, blocks, config, row.method)
     bases = [(name, block_model(name, features, config)) for name in blocks]
     if row.kind == ENSEMBLE:
-        return AccuracyWeightedEnsemble(bases, blocks, cv=config.inner_folds, random_state=config.seed)
+        return AccuracyWeightedEnsemble(bases, blocks, cv=config.inner_folds, random_state=config.seed,
+                                        temperature=config.fusion.temperature)
     meta = model_search([("scale", StandardScaler())], config.classifiers, config.inner_folds, config.seed)
     return StackingFusion(bases, blocks, meta_estimator=meta, cv=config.inner_folds, random_state=config.seed)
 
