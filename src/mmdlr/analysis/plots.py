@@ -18,15 +18,16 @@ def _both_classes(frame: pd.DataFrame) -> bool:
     return frame["label"].nunique() == 2
 
 
-def plot_roc(pooled: pd.DataFrame, methods: list[str], title: str, path: Path) -> Path:
-    """One ROC curve per method (pooled per-patient predictions of one family)."""
+def plot_roc(pooled: pd.DataFrame, methods: list[str], title: str, path: Path, auc_name: str = "AUC") -> Path:
+    """One ROC curve per method (pooled per-patient predictions of one family); the legend gives the AUC of
+    exactly these predictions under ``auc_name`` (the result tables' column that holds the same number)."""
     figure, axis = plt.subplots(figsize=(5.5, 5))
     for method in methods:
         frame = pooled[pooled["method"] == method]
         if not _both_classes(frame):
             continue
         fpr, tpr, _ = roc_curve(frame["label"], frame["probability"])
-        axis.plot(fpr, tpr, label=f"{method} (AUC {roc_auc_score(frame['label'], frame['probability']):.3f})")
+        axis.plot(fpr, tpr, label=f"{method} ({auc_name} {roc_auc_score(frame['label'], frame['probability']):.3f})")
     axis.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
     axis.set(xlabel="1 - specificity (false-positive rate)", ylabel="Sensitivity (true-positive rate)",
              title=title, xlim=(0, 1), ylim=(0, 1.01))

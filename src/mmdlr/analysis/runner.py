@@ -173,7 +173,8 @@ def _write_tables(rows, predictions, pooled, config, results_dir, groups) -> dic
         with atomic_path(results_dir / f"table_{name}.md") as temp:
             temp.write_text(markdown_table(table, TABLE_TITLES[family]), encoding="utf-8")
         plot_roc(pooled[pooled["family"] == family], [row.method for row in family_rows],
-                 TABLE_TITLES[family].split(" (")[0], results_dir / f"roc_{name}.png")
+                 TABLE_TITLES[family].split(" (")[0], results_dir / f"roc_{name}.png",
+                 "pooled OOF AUC" if config.protocol == "nested_cv" else "test AUC")
         tables[family] = table
     shown = shown_models(rows, config.comparisons)
     write_csv(pd.DataFrame(shown, columns=["family", "method"]), results_dir / "shown_models.csv")
