@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from sklearn.metrics import roc_auc_score
 
 from mmdlr.paths import CONFIG_DIR
 from mmdlr.pipeline.config import load_run_config
@@ -29,13 +30,16 @@ def test_every_stage_writes_its_outputs(finished_run):
         deep = pd.read_csv(out / "features" / f"deep_{modality}.csv")
         assert deep.shape[1] == 4 + 1280 + 1  # ids, EfficientNet-Lite0 features, head probability
         assert (out / "deep" / "models" / modality / "model.pt").is_file()
-        assert len(pd.read_csv(out / "gradcam" / modality / "cases.csv")) >= 1
+        cases = pd.read_csv(out / "gradcam" / modality / "cases.csv", dtype={"patient_id": str})
+        assert len(cases) >= 1 and (cases["probability_source"] == "network head, test split").all()
+        assert set(cases["patient_id"]) <= set(deep.loc[deep["split"] == "test", "patient_id"].astype(str))
     results = out / "results"
     for name in ("table_radiomics.csv", "table_deep.csv", "table_fusion.csv", "predictions.csv",
                  "table_clinical.csv", "calibration.png", "comparisons.csv"):
         assert (results / name).is_file(), name
     baselines = pd.read_csv(results / "table_cnn_baselines.csv")
-    assert baselines["method"].tolist() == ["DenseNet-121 (US)", "DenseNet-121 (MG)", "DenseNet-121 (MR)"]
+    untrained = ", untrained backbone (lower bound)"  # deep.baseline_weights=none: marked, not a result
+    assert baselines["method"].tolist() == [f"DenseNet-121 ({m}){untrained}" for m in ("US", "MG", "MR")]
     assert baselines["auc"].between(0, 1).all() and (baselines["classifier"] == "Softmax").all()
     assert np.allclose(baselines["auc"], baselines["bundle_evaluate_auc"])  # bundle's evaluate agrees
     manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)
@@ -43,6 +47,10 @@ def test_every_stage_writes_its_outputs(finished_run):
     predictions = pd.read_csv(results / "predictions.csv", keep_default_na=False)
     test_ids = set(manifest.loc[manifest["split"] == "test", "patient_id"])
     assert set(predictions["patient_id"]) <= test_ids  # hold-out: only test patients are scored
+    table = pd.read_csv(results / "table_radiomics.csv").set_index("method")
+    for method, frame in predictions[predictions["family"] == "radiomics"].groupby("method"):
+        legend_auc = roc_auc_score(frame["label"], frame["probability"])  # what plot_roc's legend shows
+        assert legend_auc == pytest.approx(table.loc[method, "auc"]), method
 
 
 def test_provenance_records_config_inputs_and_timings(finished_run, run_cohort):
@@ -129,8 +137,11 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path):
     dom = subprocess.run([_chromium(), *flags, "--dump-dom", result.report.as_uri()], capture_output=True,
                          text=True, timeout=120).stdout
     for text in ("Table 2", "Table 3", "Table 4", "Table 1", "Ensemble", "Stacking", "TRIPOD", "Grad-CAM",
-                 "DenseNet-121 (MG)", "decision curve", "Software", "kept by Mann"):
+                 "DenseNet-121 (MG), untrained backbone (lower bound)", "are not results", "decision curve",
+                 "Software", "kept by Mann", "40 patients (", "labels from histopathology", "Test AUC [95% CI]",
+                 "legend: test AUC", "judged (p) by the network's head on the test split"):
         assert text in dom, text
+    assert "Pooled OOF" not in dom and "Histopathology label" not in dom
     shot = tmp_path / "report.png"
     subprocess.run([_chromium(), *flags, "--window-size=1200,3000", f"--screenshot={shot}",
                     result.report.as_uri()], capture_output=True, timeout=120)

@@ -3,7 +3,8 @@
 Each (backbone, modality) is trained by the bundle's ``train.json`` (frozen backbone, new head), scored
 by ``evaluate.json`` on the test split, and its per-patient probabilities (``inference.json``) give the
 confidence intervals. VGG-19, GoogLeNet and Inception-v3 exist only in torchvision, which cannot be
-installed with this torch build, so they are listed as not computed.
+installed with this torch build, so they are listed as not computed. With ``deep.baseline_weights: none``
+the frozen backbone is random: such rows are named "untrained backbone (lower bound)", not results.
 """
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ DISPLAY_NAMES = {"resnet50": "ResNet-50", "resnet101": "ResNet-101", "densenet12
                  "efficientnet_lite0": "EfficientNet-Lite0"}
 TORCHVISION_ONLY = ("VGG-19", "GoogLeNet", "Inception-v3")
 FAMILY = "cnn"
+UNTRAINED = "untrained backbone (lower bound)"
+UNTRAINED_NOTE = (f"Rows marked '{UNTRAINED}': the backbone has random weights (deep.baseline_weights none), only "
+                  "the head is trained; they bound what the head alone learns and are not results.")
+
+
+def untrained(weights: str | None) -> bool:
+    """Whether baseline ``weights`` leave the (frozen) backbone random."""
+    return weights is None or str(weights).lower() == "none"
 
 
 def _baseline(manifest: Manifest, config: RunConfig, backbone: str, modality: str, folder: Path) -> tuple[str, dict]:
@@ -44,6 +53,8 @@ def _baseline(manifest: Manifest, config: RunConfig, backbone: str, modality: st
                                 "probability": test["head_prob_malignant"],
                                 "threshold": 0.5, "classifier": "Softmax"})
     method = f"{DISPLAY_NAMES.get(backbone, backbone)} ({modality.upper()})"
+    if untrained(config.deep.baseline_weights):
+        method += f", {UNTRAINED}"
     row = holdout_row(predictions, config.analysis.bootstrap.n, config.analysis.bootstrap.seed,
                       patient_groups(test.set_index("patient_id")["group"]))
     return method, row | {"bundle_evaluate_auc": evaluated["auc"], "weights": config.deep.baseline_weights}
@@ -64,7 +75,10 @@ def baselines_stage(manifest: Manifest, config: RunConfig, out: Path) -> list[Pa
     results = out / "results"
     csv = write_csv(table, results / "table_cnn_baselines.csv")
     note = (f"\nNot computed: {', '.join(TORCHVISION_ONLY)} (torchvision only; its wheel cannot be imported "
-            "with this torch build).\n")
+            "with this torch build).")
+    if rows and untrained(config.deep.baseline_weights):
+        note += " " + UNTRAINED_NOTE
+    note += "\n"
     markdown = markdown_table(table, "CNN baselines (paper Table 4, lower part)") if rows else ""
     write_text(markdown + note, results / "table_cnn_baselines.md")
     return [csv, results / "table_cnn_baselines.md"]

@@ -22,7 +22,7 @@ from mmdlr.roi.cache import RoiSettings
 # Settings with a fixed set of values, checked when a config is loaded (file, --set or provenance.json).
 CHOICES = {"radiomics.dimension": ("2d", "3d"), "deep.backbone": tuple(BACKBONES),
            "deep.mode": ("frozen", "finetune"), "deep.precision": PRECISIONS,
-           "roi.margin_unit": ("pixel", "percent")}
+           "roi.margin_unit": ("pixel", "percent"), "report.unit": ("patient", "image")}
 
 
 @dataclass
@@ -62,9 +62,13 @@ class DeepSection:
 
 @dataclass
 class ReportSection:
-    """How many correct and wrong test cases per modality get Grad-CAM overlays in the report."""
+    """How many correct and wrong test cases per modality get Grad-CAM overlays in the report; where the
+    labels come from (the methods text says "from <label_source>") and what one manifest row is
+    (``patient``, or ``image`` for image-level data such as BUSI)."""
 
     gradcam_cases: int = 2
+    label_source: str = "histopathology"
+    unit: str = "patient"
 
 
 @dataclass
@@ -165,6 +169,8 @@ def run_config_from_dict(values: dict) -> RunConfig:
     if config.deep.enabled and config.deep.mode == "finetune" and config.analysis.protocol == "nested_cv":
         raise ConfigError("deep.mode finetune with protocol nested_cv would train the network on the outer test "
                           "folds; use deep.mode frozen (the paper's protocol) or protocol holdout")
+    if not config.report.label_source.strip():
+        raise ConfigError("report.label_source must name where the labels come from, e.g. histopathology")
     if not config.io.max_decoded_mb > 0:
         raise ConfigError(f"io.max_decoded_mb must be a positive number of MB, not {config.io.max_decoded_mb!r}")
     unknown = [name for name in config.deep.baselines if name not in BACKBONES]

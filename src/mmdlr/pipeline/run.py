@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mmdlr.analysis.grid import _modality_label
 from mmdlr.analysis.runner import run_analysis
+from mmdlr.analysis.summary import pooled_predictions
 from mmdlr.atomic import write_csv
 from mmdlr.errors import ManifestError
 from mmdlr.evaluate import holdout_fold
@@ -35,6 +37,10 @@ from mmdlr.radiomics.extract import DEFAULT_PARAMS, extract_cohort
 from mmdlr.roi.cache import crop_cohort, file_digest
 
 log = logging.getLogger("mmdlr")
+GRADCAM_COLUMNS = ["patient_id", "label", "split", "head_prob_malignant"]
+# What judged the Grad-CAM cases (cases.csv's probability_source)
+TEST_SPLIT, OUT_OF_FOLD, IN_SAMPLE = ("network head, test split", "out-of-fold (analysis)",
+                                      "network head, in-sample (trained on these patients)")
 STAGES = ("validate", "split", "crop", "deep", "radiomics", "analysis", "baselines", "gradcam", "report")
 
 
@@ -92,22 +98,43 @@ def _radiomics_stage(index: pd.DataFrame, config: RunConfig, out: Path) -> list[
     return list(written.values())
 
 
-def gradcam_cases(deep_table: pd.DataFrame, per_kind: int) -> pd.DataFrame:
-    """The most confident correct and wrong head predictions among test patients (all if no test split)."""
-    table = deep_table[deep_table["split"] == "test"] if (deep_table["split"] == "test").any() else deep_table
-    predicted = (table["head_prob_malignant"] >= 0.5).astype(int)
-    confidence = (table["head_prob_malignant"] - 0.5).abs()
-    table = table.assign(correct=predicted == table["label"], confidence=confidence)
+def gradcam_cases(deep_table: pd.DataFrame, per_kind: int, out_of_fold: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The most confident correct and wrong cases of one modality, judged out of sample where possible: by the
+    network's head on the test split, else by ``out_of_fold`` (patient_id, probability: the analysis's
+    out-of-fold predictions), else (neither) in-sample on every patient. ``probability_source`` says which;
+    ``head_prob_malignant`` is always the probability of the network whose Grad-CAM is drawn."""
+    if (deep_table["split"] == "test").any():
+        table = deep_table[deep_table["split"] == "test"].assign(probability=deep_table["head_prob_malignant"],
+                                                                 probability_source=TEST_SPLIT)
+    elif out_of_fold is not None and len(out_of_fold):
+        table = deep_table.merge(out_of_fold[["patient_id", "probability"]], on="patient_id").assign(
+            probability_source=OUT_OF_FOLD)
+    else:
+        table = deep_table.assign(probability=deep_table["head_prob_malignant"], probability_source=IN_SAMPLE)
+    predicted = (table["probability"] >= 0.5).astype(int)
+    table = table.assign(correct=predicted == table["label"], confidence=(table["probability"] - 0.5).abs())
     picks = [table[table["correct"] == kind].nlargest(per_kind, "confidence") for kind in (True, False)]
-    return pd.concat(picks)[["patient_id", "label", "head_prob_malignant", "correct"]]
+    return pd.concat(picks)[["patient_id", "label", "probability", "probability_source", "correct",
+                             "head_prob_malignant"]]
+
+
+def _out_of_fold(predictions: Path, modality: str) -> pd.DataFrame | None:
+    """Each patient's out-of-fold probability from the analysis's deep single-modality row (nested CV only)."""
+    table = pd.read_csv(predictions, dtype={"patient_id": str}, keep_default_na=False)
+    chosen = table[(table["family"] == "deep") & (table["method"] == _modality_label([modality]))]
+    return pooled_predictions(chosen) if len(chosen) else None
 
 
 def _gradcam_stage(manifest: Manifest, config: RunConfig, out: Path) -> list[Path]:
     written = []
     for modality in manifest.modalities:
         deep_table = pd.read_csv(out / "features" / f"deep_{modality}.csv", keep_default_na=False,
-                                 usecols=["patient_id", "label", "split", "head_prob_malignant"])
-        cases = gradcam_cases(deep_table, config.report.gradcam_cases)
+                                 dtype={"patient_id": str}, usecols=GRADCAM_COLUMNS)
+        out_of_fold = None
+        if config.analysis.protocol == "nested_cv":  # the head was trained on every patient: judge it out of fold
+            deep_table["split"] = ""
+            out_of_fold = _out_of_fold(out / "results" / "predictions.csv", modality)
+        cases = gradcam_cases(deep_table, config.report.gradcam_cases, out_of_fold)
         target = out / "gradcam" / modality
         patients_file = write_patient_list(cases["patient_id"], target / "patients.json")
         run_bundle_config("gradcam", **bundle_overrides(config, out / "deep", modality, manifest=str(manifest.path),
@@ -169,7 +196,7 @@ def run_pipeline(manifest_path: str | Path, config: RunConfig, out_dir: str | Pa
         runner.run("baselines", [roi_key, split_key, config.section("deep"), config.section("analysis")["bootstrap"]],
                    lambda: baselines_stage(manifest, config, out))
     if config.deep.enabled:
-        runner.run("gradcam", [runner.records["deep"].key, config.section("report")],
+        runner.run("gradcam", [runner.records["deep"].key, runner.records["analysis"].key, config.section("report")],
                    lambda: _gradcam_stage(manifest, config, out))
     report = out / "report.html"
     runner.run("report", [[record.key for record in runner.records.values()], config.raw],

@@ -14,18 +14,26 @@ from matplotlib.figure import Figure
 
 from mmdlr import __version__
 from mmdlr.analysis.bundle import load_bundle
+from mmdlr.analysis.summary import _ci_text
 from mmdlr.atomic import write_text
 from mmdlr.evaluate.decision_curve import decision_curve
 from mmdlr.io.manifest import Manifest
 from mmdlr.pipeline.config import RunConfig
+from mmdlr.pipeline.run import IN_SAMPLE, OUT_OF_FOLD, TEST_SPLIT
 from mmdlr.pipeline.provenance import package_versions
-from mmdlr.report.protocol import protocol_items
+from mmdlr.report.protocol import cohort_counts, protocol_items
 
 TABLES = (("radiomics", "Table 2 — conventional radiomic features"),
           ("deep", "Table 3 — deep features from transfer learning"),
           ("fusion", "Table 4 — radiomic + deep feature fusion"))
-TABLE_COLUMNS = ["method", "n_patients", "Accuracy [95% CI]", "AUC [95% CI]", "Sensitivity [95% CI]",
-                 "Specificity [95% CI]", "Brier [95% CI]", "classifier", "ci_note"]
+TABLE_COLUMNS = ["method", "n_patients", "Accuracy [95% CI]", "AUC [95% CI]", "Pooled OOF AUC [95% CI]",
+                 "Sensitivity [95% CI]", "Specificity [95% CI]", "Brier [95% CI]", "classifier", "ci_note"]
+# The AUC of the ROC legends is the column of this name (nested CV: pooled out-of-fold; hold-out: test set).
+AUC_COLUMNS = {"holdout": {"AUC [95% CI]": "Test AUC [95% CI]"},
+               "nested_cv": {"AUC [95% CI]": "Fold-mean AUC [95% CI]"}}
+ROC_CAPTIONS = {"holdout": "ROC of the test-set predictions; legend: test AUC, as in the tables",
+                "nested_cv": ("ROC of each patient's out-of-fold probability averaged over repeats; legend: "
+                              "pooled OOF AUC, as in the tables' Pooled OOF AUC column (not the fold mean)")}
 COMPARISONS_NOTE = (
     "Pre-specified: the pairs listed in the config's `comparisons`, fixed before the test data were seen "
     "(confirmatory). Exploratory: every other fusion vs single-modality pair, for hypothesis generation only. "
@@ -57,16 +65,17 @@ def _read(path: Path) -> pd.DataFrame | None:
     return pd.read_csv(path, keep_default_na=False, na_values=[""]) if path.is_file() else None
 
 
-def _cohort_section(out: Path, source: Manifest) -> str:
-    parts = [f"<p>Manifest: <code>{html.escape(str(source.path))}</code>; {len(source.table)} patients "
-             f"({(source.table['label'].str.lower().isin(['1', 'malignant'])).sum()} malignant).</p>"]
+def _cohort_section(out: Path, config: RunConfig, source: Manifest) -> str:
+    parts = [f"<p>Manifest: <code>{html.escape(str(source.path))}</code>; "
+             f"{html.escape(cohort_counts(config, source))}.</p>"]
     summary = _read(out / "cohort_summary.csv")
     if summary is not None:
         parts.append(_table(summary, "{:.0f}"))
     present = pd.DataFrame({m: source.table[f"{m}_image"] != "" for m in source.modalities})
     combos = present.apply(lambda row: "+".join(m.upper() for m in present.columns if row[m]), axis=1)
-    parts.append("<p>Modalities present per patient:</p>"
-                 + _table(combos.value_counts().rename_axis("modalities").reset_index(name="patients")))
+    unit = f"{config.report.unit}s"
+    parts.append(f"<p>Modalities present per {config.report.unit}:</p>"
+                 + _table(combos.value_counts().rename_axis("modalities").reset_index(name=unit)))
     removed = source.path.with_name(f"{source.path.stem}_removed.csv")
     if removed.is_file():
         reasons = pd.read_csv(removed)["reason"].value_counts().rename_axis("reason").reset_index(name="images")
@@ -77,7 +86,16 @@ def _cohort_section(out: Path, source: Manifest) -> str:
     return "".join(parts)
 
 
-def _results_section(results: Path) -> str:
+def _result_table(table: pd.DataFrame, protocol: str) -> str:
+    """A result table's shown columns; the AUC columns named by what they hold (see ``AUC_COLUMNS``)."""
+    if "pooled_auc" in table:
+        table = table.assign(**{"Pooled OOF AUC [95% CI]": [
+            _ci_text(*values) for values in table[["pooled_auc", "pooled_auc_low", "pooled_auc_high"]].to_numpy()]})
+    shown = table[[c for c in TABLE_COLUMNS + ["weights"] if c in table]]
+    return _table(shown.rename(columns=AUC_COLUMNS[protocol]))
+
+
+def _results_section(results: Path, protocol: str) -> str:
     parts = []
     clinical = _read(results / "table_clinical.csv")
     if clinical is not None:
@@ -88,14 +106,14 @@ def _results_section(results: Path) -> str:
             parts.append(f"<h3>{title}</h3><p class='note'>Not computed (its feature tables are absent).</p>")
             continue
         note = table["ci_method"].iloc[0] if "ci_method" in table else ""
-        parts.append(f"<h3>{title}</h3>" + _table(table[[c for c in TABLE_COLUMNS if c in table]])
+        parts.append(f"<h3>{title}</h3>" + _result_table(table, protocol)
                      + f"<p class='note'>{html.escape(str(note))}</p>")
     baselines = results / "table_cnn_baselines.csv"
     if baselines.is_file():
         table = _read(baselines)
         note = (results / "table_cnn_baselines.md").read_text().strip().splitlines()[-1]
         parts.append("<h3>CNN baselines (softmax head, same split)</h3>"
-                     + (_table(table[[c for c in TABLE_COLUMNS + ["weights"] if c in table]]) if len(table) else "")
+                     + (_result_table(table, "holdout") if len(table) else "")
                      + f"<p class='note'>{html.escape(note)}</p>")
     comparisons = _read(results / "comparisons.csv")
     if comparisons is not None and len(comparisons):
@@ -135,15 +153,28 @@ def _decision_curve_png(results: Path) -> bytes | None:
     return buffer.getvalue()
 
 
-def _figures_section(results: Path) -> str:
+def _figures_section(results: Path, protocol: str) -> str:
     rocs = [results / f"roc_{name}.png" for name, _ in TABLES]
     figures = [_image(p.read_bytes(), p.stem, p.stem.replace("_", " ")) for p in rocs if p.is_file()]
+    if figures:
+        figures.append(f"<p class='note'>{html.escape(ROC_CAPTIONS[protocol])}.</p>")
     if (results / "calibration.png").is_file():
         figures.append(_image((results / "calibration.png").read_bytes(), "calibration", "calibration"))
     curve = _decision_curve_png(results)
     if curve:
         figures.append(_image(curve, "decision curve", "decision curve analysis"))
     return "".join(figures) or "<p class='note'>No figures (the analysis did not run).</p>"
+
+
+GRADCAM_NOTES = {
+    TEST_SPLIT: "Cases chosen and judged (p) by the network's head on the test split, out of sample; the heat maps "
+                "are of that network, trained on the training split.",
+    OUT_OF_FOLD: "Cases chosen and judged (p) by the out-of-fold probability of the analysis's deep single-modality "
+                 "model; the heat maps and p_head are of the network whose head was trained on all patients, these "
+                 "included (in-sample).",
+    IN_SAMPLE: "In-sample: cases chosen and judged by the head of the network that was trained on them; not test "
+               "results.",
+}
 
 
 def _gradcam_section(out: Path) -> str:
@@ -157,10 +188,13 @@ def _gradcam_section(out: Path) -> str:
             if png.is_file():
                 verdict = "correct" if str(case.correct) == "True" else "wrong"
                 label = "malignant" if int(case.label) else "benign"
+                head = ("" if case.probability == case.head_prob_malignant
+                        else f", p_head={case.head_prob_malignant:.2f}")
                 figures.append(_image(png.read_bytes(), f"Grad-CAM {case.patient_id}",
-                                      f"{case.patient_id}: {label}, p={case.head_prob_malignant:.2f} ({verdict})",
-                                      "cam"))
-        parts.append(f"<h3>{modality.upper()}</h3>" + "".join(figures))
+                                      f"{case.patient_id}: {label}, p={case.probability:.2f} ({verdict}){head}", "cam"))
+        notes = "".join(f"<p class='note'>{html.escape(GRADCAM_NOTES[source])}</p>"
+                        for source in dict.fromkeys(cases["probability_source"]))
+        parts.append(f"<h3>{modality.upper()}</h3>" + notes + "".join(figures))
     return "".join(parts) or "<p class='note'>No Grad-CAM overlays (deep stage disabled).</p>"
 
 
@@ -197,11 +231,11 @@ def render_report(out_dir: str | Path, config: RunConfig, source: Manifest) -> s
                        for k, v in protocol_items(config, source).items())
     versions = pd.DataFrame(sorted(package_versions().items()), columns=["package", "version"])
     sections = [
-        ("Cohort", _cohort_section(out, source)),
+        ("Cohort", _cohort_section(out, config, source)),
         ("Protocol (TRIPOD+AI items)", f"<dl>{protocol}</dl>"),
-        ("Results", _results_section(results)),
-        ("ROC, calibration and decision curves", _figures_section(results)),
-        ("Grad-CAM: most confident correct and wrong test cases", _gradcam_section(out)),
+        ("Results", _results_section(results, config.analysis.protocol)),
+        ("ROC, calibration and decision curves", _figures_section(results, config.analysis.protocol)),
+        ("Grad-CAM: the most confident correct and wrong cases", _gradcam_section(out)),
         ("Selected features and classifiers", _models_section(results)),
         ("Software", _table(versions) + "<details><summary>Resolved configuration</summary><pre>"
          + html.escape(yaml.safe_dump(config.raw, sort_keys=False)) + "</pre></details>"),

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from mmdlr.io.manifest import Manifest
+from mmdlr.io.manifest import Manifest, parse_label
 from mmdlr.pipeline.config import RunConfig
+
+
+def cohort_counts(config: RunConfig, source: Manifest) -> str:
+    """The cohort as "N patients (M malignant, B benign)", or "N images" where a manifest row is an image
+    (``report.unit``)."""
+    labels = source.table["label"].map(parse_label)
+    unit = config.report.unit if len(labels) == 1 else f"{config.report.unit}s"
+    return f"{len(labels)} {unit} ({(labels == 1).sum()} malignant, {(labels == 0).sum()} benign)"
 
 
 def _comparisons_text(analysis) -> str:
@@ -38,8 +46,8 @@ def protocol_items(config: RunConfig, source: Manifest) -> dict[str, str]:
                      f"pooled out-of-fold AUC: {bootstrap}")
     margin = f"{roi.margin:g} {'%' if roi.margin_unit == 'percent' else 'pixels'}"
     return {
-        "Source of data": f"{len(source.table)} patients from {source.path.name}; modalities {modalities}.",
-        "Outcome": "Histopathology label, benign (0) vs malignant (1).",
+        "Source of data": f"{cohort_counts(config, source)} from {source.path.name}; modalities {modalities}.",
+        "Outcome": f"Benign (0) vs malignant (1), labels from {config.report.label_source}.",
         "Predictors": (f"PyRadiomics {config.radiomics.dimension.upper()} features (first order, shape, GLCM, "
                        f"GLRLM, GLSZM, NGTDM, GLDM) of the lesion ROI (bounding box + {margin}, largest slice "
                        f"for volumes); {deep.backbone} average-pool deep features ({deep.mode} backbone, "
