@@ -23,8 +23,8 @@ import numpy as np
 from pydicom.uid import RTStructureSetStorage, SegmentationStorage
 
 from mmdlr.errors import CaseError
-from mmdlr.io.readers import (ImageData, dicom_headers, dicom_image_data, image_kind, refuse_above_limit,
-                              slice_position, squeeze_single_slice)
+from mmdlr.io.readers import (ImageData, dicom_headers, dicom_image_data, image_kind, read_dicom, refuse_above_limit,
+                              refuse_lying_frames, slice_position, squeeze_single_slice)
 
 CHOICE_SEPARATOR = "#"
 MASK_KINDS = {SegmentationStorage: "SEG", RTStructureSetStorage: "RTSTRUCT"}
@@ -44,15 +44,13 @@ def split_mask_path(path: str | os.PathLike) -> tuple[Path, str | None]:
 
 def dicom_mask_kind(path: str | os.PathLike) -> str | None:
     """'SEG' or 'RTSTRUCT' when the mask cell names such a DICOM file, else None."""
-    import pydicom
-
     file, choice = split_mask_path(path)
     if not file.is_file() or image_kind(file) != "dicom":
         kind = None
     else:
         try:
-            kind = MASK_KINDS.get(pydicom.dcmread(file, stop_before_pixels=True,
-                                                  specific_tags=["SOPClassUID"]).get("SOPClassUID"))
+            kind = MASK_KINDS.get(read_dicom(file, stop_before_pixels=True,
+                                             specific_tags=["SOPClassUID"]).get("SOPClassUID"))
         except Exception:  # not readable as DICOM: the image reader names the problem
             kind = None
     if choice is not None and kind is None:
@@ -106,7 +104,8 @@ def _segmentation_lesion(file: Path, choice: str | None, headers: list, image: P
                          shape: tuple[int, int, int]) -> np.ndarray:
     import highdicom
 
-    dicom_headers(file)  # refuses a SEG declaring too many frames before they are decoded
+    # refuses a SEG declaring too many frames, or compressed frames larger than declared, before decoding
+    refuse_lying_frames(file, dicom_headers(file)[0])
     segmentation = highdicom.seg.segread(file)
     _check_frame_of_reference(segmentation.get("FrameOfReferenceUID"), headers, file, image)
     _refuse_unknown_references({str(uid) for *_, uid in segmentation.get_source_image_uids()}, headers, file, image)
@@ -138,12 +137,10 @@ def _chosen_segments(segmentation, choice: str | None, file: Path) -> list[int]:
 
 def _structure_set_lesion(file: Path, choice: str | None, headers: list, image: Path,
                           shape: tuple[int, int, int]) -> np.ndarray:
-    import pydicom
-
     if int(headers[0].get("NumberOfFrames", 1) or 1) > 1:
         raise CaseError(f"RTSTRUCT masks are read on single-frame images; image {image} is multi-frame",
                         path=str(file))
-    structure_set = pydicom.dcmread(file)
+    structure_set = read_dicom(file)
     roi = _chosen_roi(structure_set, choice, file)
     _check_frame_of_reference(roi.get("ReferencedFrameOfReferenceUID"), headers, file, image)
     contours = next((item.get("ContourSequence", []) for item in structure_set.ROIContourSequence

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import re
+import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +34,8 @@ PIL_TO_RGB_MODES = ("P", "LA", "PA", "CMYK", "YCbCr", "HSV")
 # Header formats whose pixel data may live in another file the header names (MetaImage, NRRD)
 DETACHED_DATA_KEY = re.compile(r"^\s*(?:ElementDataFile\s*=|data\s?file\s*:)\s*(.*)$", re.IGNORECASE | re.MULTILINE)
 DETACHED_HEADER_BYTES = 1 << 16
+J2K_SIZ = b"\xff\x4f\xff\x51"  # start of codestream, then the image and tile size marker
+INFLATE_CHUNK = 1 << 20
 
 
 @dataclass
@@ -197,13 +201,65 @@ def _read_itk(path: Path) -> ImageData:
     )
 
 
+def read_dicom(path: str | os.PathLike, **options):
+    """``pydicom.dcmread`` of a file, refused first when it is a deflated dataset that inflates to more
+    than ``io.max_decoded_mb`` (pydicom inflates the whole file in memory before reading any element)."""
+    import pydicom
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    meta = pydicom.filereader.read_file_meta_info(path)
+    if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+        inflated, inflater = 0, zlib.decompressobj(-zlib.MAX_WBITS)
+        with open(path, "rb") as handle:
+            handle.seek(132 + 12 + int(meta.FileMetaInformationGroupLength))
+            while (chunk := inflater.unconsumed_tail or handle.read(INFLATE_CHUNK)) and not inflater.eof:
+                inflated += len(inflater.decompress(chunk, INFLATE_CHUNK))
+                if inflated > max_decoded_bytes():
+                    refuse_above_limit(path, "a deflated dataset", inflated)
+    return pydicom.dcmread(str(path), **options)
+
+
 def _read_dicom_header(path: Path):
     """The dataset without its pixel data; refused when it declares too much decoded data."""
-    import pydicom
-
-    dataset = pydicom.dcmread(str(path), stop_before_pixels=True)
+    dataset = read_dicom(path, stop_before_pixels=True)
     refuse_above_limit(path, *_dicom_declared_size(dataset))
     return dataset
+
+
+def _frame_size(frame: bytes) -> tuple[int, int, int] | None:
+    """(columns, rows, components) a JPEG, JPEG-LS or JPEG 2000 frame declares in its own header."""
+    from pydicom.pixels.utils import _get_jpg_parameters
+
+    jpeg = _get_jpg_parameters(frame)
+    if jpeg:
+        return jpeg["width"], jpeg["height"], jpeg["components"]
+    start = frame.find(J2K_SIZ, 0, DETACHED_HEADER_BYTES)
+    if start < 0 or len(frame) < start + 42:
+        return None
+    width, height, left, top = struct.unpack(">4I", frame[start + 8:start + 24])
+    return width - left, height - top, struct.unpack(">H", frame[start + 40:start + 42])[0]
+
+
+def refuse_lying_frames(path: Path, dataset) -> None:
+    """Raise CaseError when a compressed frame declares another size than the header's Columns×Rows (a
+    decoder allocates what the frame declares: a 1 kB JPEG 2000 frame can declare 40000×40000)."""
+    from pydicom.encaps import generate_frames
+    from pydicom.uid import RLELossless
+
+    syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or not syntax.is_encapsulated or syntax == RLELossless:
+        return
+    header = (int(dataset.get("Columns", 0) or 0), int(dataset.get("Rows", 0) or 0),
+              int(dataset.get("SamplesPerPixel", 1) or 1))
+    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    pixel_data = read_dicom(path, specific_tags=["PixelData"]).get("PixelData") or b""
+    for index, frame in enumerate(generate_frames(pixel_data, number_of_frames=frames), start=1):
+        declared = _frame_size(frame)
+        if declared != header:
+            raise CaseError(f"compressed frame {index} declares "
+                            f"{'×'.join(map(str, declared)) if declared else 'no size it can be checked by'}, "
+                            f"the header {'×'.join(map(str, header))} (columns×rows×samples); the file is corrupt "
+                            "or hostile: re-export it", path=str(path))
 
 
 def _dicom_declared_size(dataset) -> tuple[str, int]:
@@ -224,6 +280,7 @@ def _dicom_pixels(path: Path, dataset) -> np.ndarray:
     """
     from pydicom.pixels import apply_modality_lut, pixel_array
 
+    refuse_lying_frames(path, dataset)
     pixels = pixel_array(str(path))
     photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2"))
     if photometric.startswith(("RGB", "YBR")):
@@ -307,15 +364,15 @@ def _read_dicom_series(folder: Path) -> ImageData:
 
 def _series_headers(folder: Path) -> tuple[list[Path], list]:
     """The files of a series folder and their headers, sorted along the slice normal; total size checked."""
-    import pydicom
-
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     if not files:
         raise CaseError("DICOM series folder is empty", path=str(folder))
     datasets = []
     for file in files:
         try:
-            datasets.append(pydicom.dcmread(str(file), stop_before_pixels=True))
+            datasets.append(read_dicom(file, stop_before_pixels=True))
+        except CaseError:
+            raise
         except Exception as error:
             raise CaseError(f"cannot read DICOM slice ({error})", path=str(file)) from error
     declared = [_dicom_declared_size(ds) for ds in datasets]
