@@ -3,12 +3,17 @@
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.optimize import brentq
+from scipy.special import expit, logit
 from scipy.stats import norm, t
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, confusion_matrix, roc_auc_score
 
+from mmdlr.analysis import plots
 from mmdlr.analysis.grid import SINGLE, GridRow
 from mmdlr.analysis.summary import holdout_row, markdown_table, nested_row, result_table
 from mmdlr.evaluate import (
+    PROBABILITY_CLIP,
     OneClassFoldError,
     auc_ci,
     binary_metrics,
@@ -16,6 +21,7 @@ from mmdlr.evaluate import (
     delong_auc_variance,
     delong_test,
     holdout_fold,
+    logistic_calibration,
     proportion_counts,
     repeated_folds,
     require_both_classes,
@@ -215,3 +221,94 @@ def test_repeated_folds_cover_every_patient_once_per_repeat():
 def test_one_class_training_fold_error_names_the_fold():
     with pytest.raises(OneClassFoldError, match="fold r1f2.*only class 1"):
         require_both_classes([1, 1, 1], "radiomics / US, fold r1f2")
+
+
+def _miscalibrated(n, intercept, slope, seed=0):
+    """Predictions p and outcomes drawn from logit P(y=1) = intercept + slope * logit(p)."""
+    rng = np.random.default_rng(seed)
+    linear = rng.normal(0, 1.5, n)
+    return (rng.random(n) < expit(intercept + slope * linear)).astype(int), expit(linear)
+
+
+def test_calibration_intercept_and_slope_solve_their_score_equations_with_wald_intervals():
+    y, p = _miscalibrated(3000, 0.4, 0.6)
+    result = logistic_calibration(y, p)
+    linear = logit(p)
+    a = brentq(lambda a: np.sum(y - expit(a + linear)), -5, 5)  # intercept with logit(p) as offset
+    se = 1 / np.sqrt(np.sum(expit(a + linear) * (1 - expit(a + linear))))
+    value, interval = result["cal_intercept"]
+    assert value == pytest.approx(a, abs=1e-6)
+    assert (interval.low, interval.high) == pytest.approx((a - norm.ppf(0.975) * se, a + norm.ppf(0.975) * se),
+                                                          abs=1e-6)
+    reference = LogisticRegression(C=np.inf, tol=1e-10, max_iter=1000).fit(linear[:, None], y)
+    slope, slope_interval = result["cal_slope"]
+    assert slope == pytest.approx(reference.coef_[0, 0], abs=1e-4) and slope_interval.low < 0.6 < slope_interval.high
+    perfect = logistic_calibration(*_miscalibrated(3000, 0.0, 1.0, seed=1))
+    assert perfect["cal_intercept"][1].low < 0 < perfect["cal_intercept"][1].high
+    assert perfect["cal_slope"][1].low < 1 < perfect["cal_slope"][1].high
+
+
+def test_calibration_clips_probabilities_and_names_what_is_undefined():
+    y = np.array([0, 0, 1, 1, 0, 1])
+    clipped = logistic_calibration(y, [0.0, 0.3, 1.0, 0.6, 0.7, 0.2])
+    assert np.isfinite(clipped["cal_intercept"][0]) and np.isfinite(clipped["cal_slope"][0])
+    assert clipped["cal_slope"] == logistic_calibration(y, [PROBABILITY_CLIP, 0.3, 1 - PROBABILITY_CLIP, 0.6, 0.7,
+                                                           0.2])["cal_slope"]
+    separated = logistic_calibration([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9])
+    assert np.isnan(separated["cal_slope"][0]) and "separate the classes perfectly" in separated["cal_slope"][1].note
+    assert np.isfinite(separated["cal_intercept"][0])
+    assert "one class only" in logistic_calibration([1, 1, 1], [0.2, 0.5, 0.9])["cal_slope"][1].note
+    assert "all predictions equal" in logistic_calibration([0, 1, 0], [0.4, 0.4, 0.4])["cal_slope"][1].note
+
+
+def test_calibration_of_repeated_predictions_clusters_by_patient():
+    """Each patient predicted once per repeat: the stacked fit clusters by patient, so three identical repeats
+    give about the single repeat's interval, not one sqrt(3) times too narrow."""
+    y, p = _miscalibrated(600, 0.3, 0.8, seed=2)
+    patients = np.arange(600)
+    single = logistic_calibration(y, p, clusters=patients)  # one prediction per cluster: model-based
+    stacked = logistic_calibration(np.tile(y, 3), np.tile(p, 3), clusters=np.tile(patients, 3))
+    naive = logistic_calibration(np.tile(y, 3), np.tile(p, 3))
+    for metric in ("cal_intercept", "cal_slope"):
+        width = {name: result[metric][1].high - result[metric][1].low
+                 for name, result in (("single", single), ("stacked", stacked), ("naive", naive))}
+        assert stacked[metric][0] == pytest.approx(single[metric][0])
+        assert width["stacked"] == pytest.approx(width["single"], rel=0.15)
+        assert width["naive"] == pytest.approx(width["single"] / np.sqrt(3), rel=0.15)
+
+
+def test_result_rows_report_calibration_per_repeat_out_of_fold_predictions():
+    y, p = _miscalibrated(100, 0.0, 1.0, seed=3)
+    ids = [f"P{i:03d}" for i in range(100)]
+    folds = [_predictions(y[k::5], np.clip(p[k::5] + 0.02 * r, 0, 1), f"r{r}f{k}", ids[k::5])
+             for r in (1, 2) for k in range(5)]
+    predictions = pd.concat(folds)
+    row = nested_row(predictions, outer_folds=5, repeats=2, n_boot=200, seed=0)
+    expected = logistic_calibration(predictions["label"], predictions["probability"], predictions["patient_id"])
+    assert row["cal_slope"] == pytest.approx(expected["cal_slope"][0])
+    assert (row["cal_slope_low"], row["cal_slope_high"]) == pytest.approx(expected["cal_slope"][1][:2])
+    assert "cluster-robust" in row["ci_method"] and "Cox 1958" in row["ci_method"]
+    table = result_table([GridRow("radiomics", "US", SINGLE, ())], {("radiomics", "US"): row})
+    text = markdown_table(table, "Table")
+    assert "Calibration slope [95% CI]" in text and f"{row['cal_slope']:.3f} [{row['cal_slope_low']:.3f}-" in text
+    holdout = holdout_row(_predictions(y, p), n_boot=200, seed=0)
+    assert holdout["cal_intercept_low"] < holdout["cal_intercept"] < holdout["cal_intercept_high"]
+    assert "model-based" in holdout["ci_method"]
+
+
+def test_reliability_plot_bins_each_repeat_and_shows_bin_counts(tmp_path, monkeypatch):
+    y, p = _miscalibrated(100, 0.0, 1.0, seed=4)
+    ids = [f"P{i:03d}" for i in range(100)]
+    predictions = pd.concat([_predictions(y[k::5], p[k::5] ** (1 + r / 4), f"r{r}f{k}", ids[k::5])
+                             for r in (1, 2, 3) for k in range(5)]).assign(family="radiomics", method="US")
+    kept = []
+    monkeypatch.setattr(plots.plt, "close", kept.append)
+    path = plots.plot_calibration(predictions, [("radiomics", "US")], tmp_path / "calibration.png", n_bins=10)
+    assert path.stat().st_size > 0
+    curve, strip = kept[0].axes
+    assert len(curve.lines) == 3 + 1 + 1  # one curve per repeat, all repeats binned together, the diagonal
+    counts = [int(text.get_text()) for text in curve.texts]
+    assert len(counts) == 10 and sum(counts) == 300  # every patient once per repeat, never averaged
+    assert sum(patch.get_height() for patch in strip.patches) == 300
+    slope = logistic_calibration(predictions["label"], predictions["probability"], predictions["patient_id"])
+    assert f"slope {slope['cal_slope'][0]:.2f}" in curve.get_title()

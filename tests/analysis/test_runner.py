@@ -10,7 +10,7 @@ from sklearn.model_selection import cross_val_predict
 
 from mmdlr.analysis import build_model, config_from_dict, load_bundle, load_feature_set, run_analysis
 from mmdlr.analysis.fold import fit_row
-from mmdlr.analysis.grid import GridRow
+from mmdlr.analysis.grid import GridRow, plan_rows
 from mmdlr.cli.main import main
 from mmdlr.evaluate import Fold, OneClassFoldError, StratifiedFoldsWithGroups, youden_threshold
 
@@ -57,6 +57,26 @@ def test_holdout_run_writes_every_output(holdout_run):
     assert methods["radiomics+deep"] == ["Rad + DF", "Ensemble", "Stacking"]
     assert (out / "calibration.png").exists() and result.skipped == []
     assert pd.read_csv(out / "skipped_rows.csv").empty
+    fusion = pd.read_csv(out / "table_fusion.csv")
+    assert fusion[["cal_intercept", "cal_slope", "cal_slope_low", "cal_slope_high"]].notna().all().all()
+    assert "Calibration slope [95% CI]" in (out / "table_fusion.md").read_text()
+
+
+def test_rad_df_row_reduces_families_apart_and_pca_of_all_is_its_own_optional_row(tmp_path):
+    features = load_feature_set(write_feature_tables(tmp_path / "features", n_patients=60, seed=1))
+    rows, _ = plan_rows(features, config_from_dict({**SMALL_GRID, "fusion": {"pca_of_all": True}}))
+    combined = {row.method: row for row in rows if row.family == "radiomics+deep"}
+    assert list(combined) == ["Rad + DF", "PCA of all features", "Ensemble", "Stacking"]
+    config = config_from_dict(SMALL_GRID)
+    assert "PCA of all features" not in [row.method for row in plan_rows(features, config)[0]]
+    rad_df = build_model(combined["Rad + DF"], features, config).estimator.named_steps["families"]
+    radiomics, deep = (branch for _, branch in rad_df.transformer_list)
+    assert list(radiomics.named_steps)[-4:] == ["mannwhitney", "spearman", "lasso", "pca"]
+    assert radiomics.named_steps["pca"].n_components == 57 and deep.named_steps["pca"].n_components == 51
+    assert sorted(deep.named_steps["blocks"].transformers[i][0] for i in range(3)) == ["deep_mg", "deep_mri", "deep_us"]
+    assert all(column.startswith("radiomics_") for column in radiomics.named_steps["columns"].transformers[0][2])
+    pca_of_all = build_model(combined["PCA of all features"], features, config).estimator
+    assert pca_of_all.named_steps["pca"].n_components == 108 and "lasso" not in pca_of_all.named_steps
 
 
 def test_holdout_predictions_are_test_patients_only(holdout_run):

@@ -178,7 +178,7 @@ def _write_tables(rows, predictions, pooled, config, results_dir, groups) -> dic
         tables[family] = table
     shown = shown_models(rows, config.comparisons)
     write_csv(pd.DataFrame(shown, columns=["family", "method"]), results_dir / "shown_models.csv")
-    plot_calibration(pooled, shown, results_dir / "calibration.png")
+    plot_calibration(predictions, shown, results_dir / "calibration.png", groups)
     return tables
 
 

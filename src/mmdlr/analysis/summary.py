@@ -9,26 +9,33 @@ import pandas as pd
 
 from mmdlr.analysis.grid import GridRow
 from mmdlr.evaluate import (Interval, auc_ci, binary_metrics, corrected_t_ci, group_bootstrap_ci,
-                            newcombe_auc_ci, proportion_counts, wilson_ci)
+                            logistic_calibration, newcombe_auc_ci, proportion_counts, wilson_ci)
 
 METRICS = ("accuracy", "auc", "sensitivity", "specificity")
+CALIBRATION_CI = ("calibration intercept (calibration-in-the-large: logistic model of the outcome with logit(p) as "
+                  "offset) and slope (coefficient of logit(p)) (Cox 1958; Van Calster et al. 2016), p clipped to "
+                  "[1e-6, 1 - 1e-6]: Wald 95% CI")
 HOLDOUT_CI = ("accuracy, sensitivity, specificity: Wilson score (Wilson 1927); AUC: DeLong variance (DeLong et al. "
               "1988) on the logit scale (Pepe 2003; Qin & Hotilovac 2008), Newcombe score interval (Newcombe 2006) "
               "where the AUC is 0 or 1; Brier: class-stratified BCa bootstrap over groups of patients (Efron 1987; "
-              "n={n}, seed={seed}); on the test set")
+              "n={n}, seed={seed}); " + CALIBRATION_CI + ", model-based (cluster-robust by group where test patients "
+              "share groups); on the test set")
 NESTED_CI = ("mean of {folds} outer folds ({repeats} x {k}-fold) with Nadeau-Bengio corrected resampled t 95% CI "
              "(Nadeau & Bengio 2003); where a metric is equal in every fold, Wilson (proportions) or Newcombe (AUC) "
              "score interval on the out-of-fold counts of one repeat; pooled_auc: AUC of each patient's OOF "
              "probability averaged over repeats, class-stratified BCa bootstrap over groups of patients (Efron 1987; "
-             "n={n}, seed={seed})")
+             "n={n}, seed={seed}); " + CALIBRATION_CI + " fitted once on the out-of-fold predictions of all {repeats} "
+             "repeats stacked (every patient once per repeat, never averaged), with cluster-robust (sandwich) standard "
+             "errors by patient group, so a patient's {repeats} predictions count as one cluster")
 TABLE_COLUMNS = ["method", "n_patients", "accuracy", "accuracy_low", "accuracy_high", "auc", "auc_low", "auc_high",
                  "sensitivity", "sensitivity_low", "sensitivity_high", "specificity", "specificity_low",
-                 "specificity_high", "brier", "brier_low", "brier_high", "threshold", "classifier",
+                 "specificity_high", "brier", "brier_low", "brier_high", "cal_intercept", "cal_intercept_low",
+                 "cal_intercept_high", "cal_slope", "cal_slope_low", "cal_slope_high", "threshold", "classifier",
                  "Accuracy [95% CI]", "AUC [95% CI]", "Sensitivity [95% CI]", "Specificity [95% CI]", "Brier [95% CI]",
-                 "ci_method", "ci_note"]
+                 "Calibration intercept [95% CI]", "Calibration slope [95% CI]", "ci_method", "ci_note"]
 NESTED_COLUMNS = ["n_folds", "pooled_auc", "pooled_auc_low", "pooled_auc_high"]
 FORMATTED = {"accuracy": "Accuracy", "auc": "AUC", "sensitivity": "Sensitivity", "specificity": "Specificity",
-             "brier": "Brier"}
+             "brier": "Brier", "cal_intercept": "Calibration intercept", "cal_slope": "Calibration slope"}
 
 
 def _store(summary: dict, notes: list[str], metric: str, interval: Interval) -> None:
@@ -39,6 +46,14 @@ def _store(summary: dict, notes: list[str], metric: str, interval: Interval) -> 
 
 def _groups_of(predictions: pd.DataFrame, groups: pd.Series | None) -> np.ndarray | None:
     return None if groups is None else predictions["patient_id"].map(groups).to_numpy()
+
+
+def _store_calibration(summary: dict, notes: list[str], predictions: pd.DataFrame, clusters) -> None:
+    """Calibration intercept and slope of the predictions (see :func:`~mmdlr.evaluate.logistic_calibration`)."""
+    for metric, (value, interval) in logistic_calibration(predictions["label"], predictions["probability"],
+                                                          clusters).items():
+        summary[metric] = value
+        _store(summary, notes, metric, interval._replace(note=interval.note and f"{metric} {interval.note}"))
 
 
 def holdout_row(predictions: pd.DataFrame, n_boot: int, seed: int, groups: pd.Series | None = None) -> dict:
@@ -53,6 +68,7 @@ def holdout_row(predictions: pd.DataFrame, n_boot: int, seed: int, groups: pd.Se
     _store(summary, notes, "auc", auc_ci(y, probability)[1])
     test_groups = _groups_of(predictions, groups)
     _store(summary, notes, "brier", group_bootstrap_ci(y, probability, test_groups, "brier", n_boot, seed))
+    _store_calibration(summary, notes, predictions, test_groups)
     if test_groups is not None:
         sizes = pd.Series(test_groups).value_counts()
         if (sizes > 1).any():
@@ -105,6 +121,8 @@ def nested_row(predictions: pd.DataFrame, outer_folds: int, repeats: int, n_boot
     if not interval.note:  # no fallback needed: bootstrap over groups (the fixed-set interval ignores them)
         interval = group_bootstrap_ci(pooled["label"], pooled["probability"], pooled_groups, "auc", n_boot, seed)
     _store(summary, notes, "pooled_auc", interval._replace(note=interval.note and f"pooled OOF {interval.note}"))
+    patients = predictions["patient_id"].to_numpy()
+    _store_calibration(summary, notes, predictions, patients if groups is None else _groups_of(predictions, groups))
     chosen = Counter(predictions.drop_duplicates("fold")["classifier"])
     return {**summary, "n_patients": len(pooled),
             "threshold": float(predictions.drop_duplicates("fold")["threshold"].mean()),

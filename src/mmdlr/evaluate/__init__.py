@@ -1,6 +1,7 @@
 """Metrics, confidence intervals, DeLong tests and train/test protocols."""
 
 from mmdlr.evaluate.bootstrap import BOOTSTRAP_STATISTICS, group_bootstrap_ci
+from mmdlr.evaluate.calibration import PROBABILITY_CLIP, logistic_calibration
 from mmdlr.evaluate.delong import delong_auc_variance, delong_covariance, delong_test
 from mmdlr.evaluate.interval import Interval, auc_ci, newcombe_auc_ci, wilson_ci
 from mmdlr.evaluate.metrics import binary_metrics, proportion_counts, sensitivity, specificity, youden_threshold
@@ -21,6 +22,7 @@ __all__ = [
     "Fold",
     "Interval",
     "OneClassFoldError",
+    "PROBABILITY_CLIP",
     "StratifiedFoldsWithGroups",
     "auc_ci",
     "binary_metrics",
@@ -31,6 +33,7 @@ __all__ = [
     "delong_test",
     "group_bootstrap_ci",
     "holdout_fold",
+    "logistic_calibration",
     "newcombe_auc_ci",
     "patient_groups",
     "proportion_counts",

@@ -72,7 +72,8 @@ def protocol_items(config: RunConfig, source: Manifest) -> dict[str, str]:
                            "out-of-fold probabilities)."),
         "Performance measures": ("Accuracy, AUC, sensitivity TP/(TP+FN), specificity TN/(TN+FP), Brier score with "
                                  f"95% CIs ({intervals}; an interval that cannot be computed is left empty with "
-                                 "its reason in the table notes), calibration curve, decision curve; threshold "
+                                 "its reason in the table notes), calibration intercept and slope with Wald CIs "
+                                 "(Cox 1958), reliability curve, decision curve; threshold "
                                  f"{analysis.threshold} (never tuned on test data); {_comparisons_text(analysis)}."),
         "Reproducibility": "Every input file, setting, seed, package version and stage time is in provenance.json.",
     }
