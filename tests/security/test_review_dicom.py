@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import (DeflatedExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, SecondaryCaptureImageStorage,
-                         generate_uid)
+from pydicom.uid import (DeflatedExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit,
+                         SecondaryCaptureImageStorage, generate_uid)
 
 from mmdlr.errors import CaseError
 from mmdlr.io.limits import ENVIRONMENT_KEY, set_max_decoded_mb

@@ -3,7 +3,8 @@
 MONAI's ConfigParser evaluates a string that starts with ``$`` as Python, follows ``@`` references and
 ``%`` macros, and calls the ``_target_`` of any mapping. Values that reach the bundle from data (manifest
 paths and modality names, config files, ``--set``, a run folder's provenance) therefore pass through
-:func:`bundle_overrides`, which refuses any such string or mapping; lists of patients travel as files (:func:`write_patient_list`), never as override strings.
+:func:`bundle_overrides`, which refuses any such string or mapping; lists of patients travel as files
+(:func:`write_patient_list`), never as override strings.
 """
 
 from __future__ import annotations

@@ -66,6 +66,9 @@ def read_params(values: list) -> dict:
         params = json.loads(values[0])
     except json.JSONDecodeError as error:
         raise UploadError(f"params is not valid JSON ({error})") from error
+    except RecursionError:
+        raise UploadError("params is nested too deeply; it must be a flat JSON object, "
+                          "e.g. {\"modality\": \"us\"}") from None
     if not isinstance(params, dict):
         raise UploadError("params must be a JSON object, e.g. {\"modality\": \"us\"}")
     unknown = sorted(set(params) - set(PARAMS))
