@@ -22,8 +22,9 @@ class PlattScaledSVC(ClassifierMixin, BaseEstimator):
     ``CalibratedClassifierCV(estimator, method="sigmoid", ensemble=False)`` is the replacement
     scikit-learn 1.9 gives for the deprecated ``SVC(probability=True)``, but with ``ensemble=False`` it
     drops routed ``groups`` before its internal split. So ``fit`` takes ``groups`` (metadata routing
-    hands them by default) and gives it the ``cv`` folds of
-    :class:`~mmdlr.evaluate.StratifiedFoldsWithGroups`. Hyper-parameters are ``estimator__C``, ...
+    hands them by default) and passes the calibrator the folds of
+    :class:`~mmdlr.evaluate.StratifiedFoldsWithGroups` (seeded by ``random_state``). Hyper-parameters
+    are ``estimator__C``, ``estimator__gamma``, ...
     """
 
     __metadata_request__fit = {"groups": True}
