@@ -12,7 +12,7 @@ import pytest
 from mmdlr.analysis.config import ConfigError
 from mmdlr.io.manifest import Manifest
 from mmdlr.pipeline.config import run_config_from_dict
-from mmdlr.pipeline.run import _out_of_fold, gradcam_cases
+from mmdlr.pipeline.run import TEST_SPLIT, _out_of_fold, gradcam_cases
 from mmdlr.report.html import _result_table
 from mmdlr.report.protocol import protocol_items
 
@@ -81,3 +81,19 @@ def test_out_of_fold_probabilities_come_from_the_deep_single_modality_row(tmp_pa
     predictions.to_csv(tmp_path / "predictions.csv", index=False)
     out_of_fold = _out_of_fold(tmp_path / "predictions.csv", "mr").set_index("patient_id")["probability"]
     assert out_of_fold.to_dict() == pytest.approx({"007": 0.7, "8": 0.3})  # repeats averaged, ids kept as text
+
+
+def test_gradcam_section_escapes_folder_names_and_shows_no_file_outside_its_folder(tmp_path):
+    from PIL import Image
+
+    from mmdlr.report.html import _gradcam_section
+
+    folder = tmp_path / "gradcam" / "<img src=x onerror=alert(1)>"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(tmp_path / "outside_gradcam.png")
+    Image.new("RGB", (4, 4)).save(folder / "P1_gradcam.png")
+    pd.DataFrame({"patient_id": ["P1", "../../outside"], "label": 1, "probability": 0.9, "head_prob_malignant": 0.9,
+                  "correct": True, "probability_source": TEST_SPLIT}).to_csv(folder / "cases.csv", index=False)
+    section = _gradcam_section(tmp_path)
+    assert "<IMG" not in section and "&lt;IMG SRC=X ONERROR=ALERT(1)&gt;" in section
+    assert section.count("<figure") == 1 and "outside" not in section

@@ -181,11 +181,11 @@ def _gradcam_section(out: Path) -> str:
     parts = []
     for cases_file in sorted((out / "gradcam").glob("*/cases.csv")):
         modality = cases_file.parent.name
-        cases = pd.read_csv(cases_file, keep_default_na=False)
+        cases = pd.read_csv(cases_file, keep_default_na=False, dtype={"patient_id": str})
         figures = []
         for case in cases.itertuples():
             png = cases_file.parent / f"{case.patient_id}_gradcam.png"
-            if png.is_file():
+            if png.parent == cases_file.parent and png.is_file():  # an id naming another folder is not shown
                 verdict = "correct" if str(case.correct) == "True" else "wrong"
                 label = "malignant" if int(case.label) else "benign"
                 head = ("" if case.probability == case.head_prob_malignant
@@ -194,7 +194,7 @@ def _gradcam_section(out: Path) -> str:
                                       f"{case.patient_id}: {label}, p={case.probability:.2f} ({verdict}){head}", "cam"))
         notes = "".join(f"<p class='note'>{html.escape(GRADCAM_NOTES[source])}</p>"
                         for source in dict.fromkeys(cases["probability_source"]))
-        parts.append(f"<h3>{modality.upper()}</h3>" + notes + "".join(figures))
+        parts.append(f"<h3>{html.escape(modality.upper())}</h3>" + notes + "".join(figures))
     return "".join(parts) or "<p class='note'>No Grad-CAM overlays (deep stage disabled).</p>"
 
 
