@@ -68,7 +68,7 @@ def run_serve(args: argparse.Namespace) -> int:
                     args.host, TOKEN_ENV)
     settings = ServeSettings(token=token, max_upload_mb=args.max_upload_mb, max_concurrent=args.max_concurrent,
                              max_queue=args.max_queue, max_spool_mb=args.max_spool_mb,
-                             allowed_hosts=_allowed_hosts(args))
+                             body_timeout=args.body_timeout, allowed_hosts=_allowed_hosts(args))
     set_max_decoded_mb(args.max_decoded_mb)
     app = create_app(_predictor(args), settings)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
@@ -128,6 +128,9 @@ def register(subparsers) -> None:
     serve.add_argument("--max-spool-mb", type=_positive(float), default=defaults.max_spool_mb,
                        help=f"request bytes all admitted inference requests may hold at once, in memory or "
                             f"spooled to temporary files (default {defaults.max_spool_mb:g} MB; 503 beyond)")
+    serve.add_argument("--body-timeout", type=_positive(float), default=defaults.body_timeout,
+                       help=f"seconds an admitted inference request may take to send its whole body (default "
+                            f"{defaults.body_timeout:g}; 408 beyond), so stalled uploads cannot hold the queue")
     serve.add_argument("--max-decoded-mb", type=_positive(float), default=SERVE_MAX_DECODED_MB,
                        help=f"largest decoded image an upload may declare in its header (default "
                             f"{SERVE_MAX_DECODED_MB:g} MB; 400 beyond, nothing decoded)")

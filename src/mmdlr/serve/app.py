@@ -57,6 +57,7 @@ class ServeSettings:
     max_concurrent: int = 4
     max_queue: int = 64
     max_spool_mb: float = 512
+    body_timeout: float = 60
     allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
 
     def __post_init__(self):
@@ -187,7 +188,7 @@ def create_app(predictor: Predictor, settings: ServeSettings = ServeSettings()) 
     app = FastAPI(title="mmdlr", version=__version__, description=__doc__.split("\n")[0],
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(InferenceAdmission, capacity=settings.max_concurrent + settings.max_queue,
-                       max_held_bytes=int(settings.max_spool_mb * 2**20))
+                       max_held_bytes=int(settings.max_spool_mb * 2**20), body_timeout=settings.body_timeout)
     app.add_middleware(BodySizeLimit, max_bytes=int(settings.max_upload_mb * 2**20))
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
     app.add_exception_handler(Exception, internal_error)

@@ -4,11 +4,13 @@
 (or with a false) Content-Length passes it. :class:`InferenceAdmission`: at most ``capacity`` inference
 requests admitted at once (waiting for a compute slot or computing) and at most ``max_held_bytes`` of their
 bodies held (in memory or spooled to temporary files); a request over either bound gets 503 with
-``Retry-After``.
+``Retry-After``, and one whose body has not fully arrived ``body_timeout`` seconds after admission gets 408,
+so clients that stall their uploads cannot hold the queue.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 
@@ -83,8 +85,10 @@ class InferenceAdmission:
     duration of admitted requests divided by ``capacity`` (the typical time until one leaves), at least 1 s.
     """
 
-    def __init__(self, app: ASGIApp, capacity: int, max_held_bytes: int, prefix: str = "/infer/"):
+    def __init__(self, app: ASGIApp, capacity: int, max_held_bytes: int, body_timeout: float = 60.0,
+                 prefix: str = "/infer/"):
         self.app, self.capacity, self.max_held_bytes, self.prefix = app, capacity, max_held_bytes, prefix
+        self.body_timeout = body_timeout
         self.admitted = 0
         self.held_bytes = 0
         self.mean_seconds = 1.0
@@ -109,11 +113,19 @@ class InferenceAdmission:
             return
         self.admitted += 1
         self.held_bytes += reserved
-        received = 0
+        received, body_done = 0, False
+        deadline = time.monotonic() + self.body_timeout
 
         async def reserving_receive() -> Message:
-            nonlocal received, reserved
-            message = await receive()
+            nonlocal received, reserved, body_done
+            if body_done:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0))
+            except TimeoutError:
+                raise Refused(JSONResponse({"detail": f"request body not received within {self.body_timeout:g} s "
+                                                      "(--body-timeout)"}, status_code=408)) from None
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
             received += len(message.get("body", b""))
             if received > reserved:  # no or a false Content-Length: reserve as the body streams in
                 if self.held_bytes + received - reserved > self.max_held_bytes:
