@@ -27,7 +27,8 @@ TABLES = (("radiomics", "Table 2 — conventional radiomic features"),
           ("deep", "Table 3 — deep features from transfer learning"),
           ("fusion", "Table 4 — radiomic + deep feature fusion"))
 TABLE_COLUMNS = ["method", "n_patients", "Accuracy [95% CI]", "AUC [95% CI]", "Pooled OOF AUC [95% CI]",
-                 "Sensitivity [95% CI]", "Specificity [95% CI]", "Brier [95% CI]", "classifier", "ci_note"]
+                 "Sensitivity [95% CI]", "Specificity [95% CI]", "Brier [95% CI]", "Calibration intercept [95% CI]",
+                 "Calibration slope [95% CI]", "classifier", "ci_note"]
 # The AUC of the ROC legends is the column of this name (nested CV: pooled out-of-fold; hold-out: test set).
 AUC_COLUMNS = {"holdout": {"AUC [95% CI]": "Test AUC [95% CI]"},
                "nested_cv": {"AUC [95% CI]": "Fold-mean AUC [95% CI]"}}
