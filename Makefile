@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 	# torch is pinned to the local CPU build first so nothing pulls a CUDA build.
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q --no-deps monailabel==0.8.5
 	touch $(STAMP)
 
 demo: setup

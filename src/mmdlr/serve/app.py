@@ -168,12 +168,15 @@ def gradcam_modality(model: ServedModel, form: CaseForm) -> str:
     return modality
 
 
-def prediction_json(prediction: Prediction, latencies: dict[str, float]) -> dict:
+def prediction_json(prediction: Prediction, latencies: dict[str, float], form: CaseForm, image: str | None) -> dict:
+    """MONAI Label's classification result (``prediction``, ``label_names``, ``latencies``) and mmdlr's details;
+    ``image``: the client's image id (MONAI Label's ``?image=``), echoed."""
     score = prediction.probability if prediction.label else 1 - prediction.probability
-    return {"model": prediction.model,
+    return {"model": prediction.model, **({"image": image} if image is not None else {}),
             "prediction": [{"idx": prediction.label, "label": prediction.label_name, "score": score}],
-            "probability_malignant": prediction.probability, "threshold": prediction.threshold,
+            "label_names": LABELS, "probability_malignant": prediction.probability, "threshold": prediction.threshold,
             "per_modality": prediction.per_modality, "modalities_used": prediction.modalities_used,
+            "ignored_params": form.ignored_params,
             "latencies": {name: round(seconds, 4) for name, seconds in latencies.items()}}
 
 
@@ -196,7 +199,7 @@ def create_app(predictor: Predictor, settings: ServeSettings = ServeSettings()) 
     info = service_info(predictor, settings.max_upload_mb)
     slots = ComputeSlots(settings.max_concurrent)
 
-    def infer_files(model: ServedModel, form: CaseForm, gradcam: str | None, started: float):
+    def infer_files(model: ServedModel, form: CaseForm, gradcam: str | None, image: str | None, started: float):
         with tempfile.TemporaryDirectory(prefix="mmdlr-upload-") as folder:
             uploads = save_uploads(form, Path(folder))
             saved = time.perf_counter()
@@ -211,7 +214,7 @@ def create_app(predictor: Predictor, settings: ServeSettings = ServeSettings()) 
                 raise HTTPException(status, uploads.describe(str(error))) from error
         done = time.perf_counter()
         return prediction_json(prediction, {"upload": saved - started, "inference": done - saved,
-                                            "total": done - started})
+                                            "total": done - started}, form, image)
 
     @app.get("/health")
     async def health() -> dict:
@@ -222,7 +225,8 @@ def create_app(predictor: Predictor, settings: ServeSettings = ServeSettings()) 
         return info
 
     @app.post("/infer/{model}", dependencies=authorised)
-    async def infer(model: str, request: Request, output: Literal["json", "image"] = "json"):
+    async def infer(model: str, request: Request, output: Literal["json", "image"] = "json",
+                    image: str | None = None):
         started = time.perf_counter()
         try:
             served = predictor.folder.model(model)
@@ -230,11 +234,11 @@ def create_app(predictor: Predictor, settings: ServeSettings = ServeSettings()) 
             raise HTTPException(404, str(error)) from error
         try:
             async with request.form(max_files=MAX_FILES, max_fields=MAX_TEXT_FIELDS) as form:
-                case = read_case_form(form, predictor.folder.modalities)
+                case = read_case_form(form, predictor.folder.modalities, served.modalities)
                 gradcam = gradcam_modality(served, case) if output == "image" else None
                 if not gradcam:
                     predictor.usable_modalities(served, list(case.files))
-                return await slots.run(request, infer_files, served, case, gradcam, started)
+                return await slots.run(request, infer_files, served, case, gradcam, image, started)
         except UploadError as error:
             raise HTTPException(400, str(error)) from error
         except MissingModalityError as error:

@@ -1,11 +1,14 @@
 """The fields of an inference request, checked from the parsed form, then copied into a private folder.
 
 Fields are ``<mod>_image`` and ``<mod>_mask`` for the run's modalities and an optional text field
-``params`` (one JSON object). A file field given several times is a DICOM series (image) or several masks
-to unite (mask). :func:`read_case_form` checks names, kinds, counts, pairs and sizes without decoding
-anything, so a malformed request is answered before it waits for a compute slot; :func:`save_uploads`
-then copies the files under server-chosen names. Of a client's file name only a known format suffix is
-kept; no client path is ever opened. Errors name the field and the client's file name.
+``params`` (one JSON object). MONAI Label's clients send ``file`` (image) and ``label`` (mask) instead: they
+stand for the modality named by ``params.modality``, else the model's only modality. ``params`` keys other
+than ``modality`` (MONAI Label's ``client_id``, ...) are ignored and reported. A file field given several
+times is a DICOM series (image) or several masks to unite (mask). :func:`read_case_form` checks names,
+kinds, counts, pairs and sizes without decoding anything, so a malformed request is answered before it
+waits for a compute slot; :func:`save_uploads` then copies the files under server-chosen names. Of a
+client's file name only a known format suffix is kept; no client path is ever opened. Errors name the
+field and the client's file name.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ KINDS = ("image", "mask")
 SUFFIXES = sorted({*ITK_SUFFIXES, *RASTER_SUFFIXES, *DICOM_SUFFIXES}, key=len, reverse=True)
 PARAMS_FIELD = "params"
 PARAMS = ("modality",)
+MONAI_LABEL_FIELDS = {"file": "image", "label": "mask"}  # MONAI Label's field -> our kind
 MAX_FILES = 1000  # files of one request (a DICOM series is one file per slice)
 MAX_MASK_FILES = 16  # mask files of one modality
 MAX_TEXT_FIELDS = 4
@@ -54,10 +58,11 @@ class CaseForm:
 
     files: dict[str, dict[str, list[UploadFile]]]
     params: dict
+    ignored_params: list[str]
 
 
 def read_params(values: list) -> dict:
-    """The optional ``params`` field: one JSON object with known keys."""
+    """The optional ``params`` field: one JSON object (keys unchecked: see :func:`read_case_form`)."""
     if not values:
         return {}
     if len(values) > 1 or not isinstance(values[0], str):
@@ -71,41 +76,63 @@ def read_params(values: list) -> dict:
                           "e.g. {\"modality\": \"us\"}") from None
     if not isinstance(params, dict):
         raise UploadError("params must be a JSON object, e.g. {\"modality\": \"us\"}")
-    unknown = sorted(set(params) - set(PARAMS))
-    if unknown:
-        raise UploadError(f"unknown params {', '.join(unknown)}; known: {', '.join(PARAMS)}")
     return params
 
 
-def read_case_form(form: FormData, modalities: list[str]) -> CaseForm:
-    """Check a parsed form: known field names, files in file fields, counts, non-empty files, whole pairs."""
+def check_modality_param(params: dict, modalities: list[str]) -> None:
+    """``params.modality``, when given, must be one of the run's modalities."""
+    if "modality" in params and params["modality"] not in modalities:
+        raise UploadError(f"params modality {json.dumps(params['modality'])} is not a modality of this run; "
+                          f"use one of {', '.join(modalities)}")
+
+
+def monai_label_modality(field: str, params: dict, model_modalities: list[str]) -> str:
+    """The modality a MONAI Label ``file``/``label`` field stands for: ``params.modality`` or the model's only one."""
+    modality = params.get("modality") or (model_modalities[0] if len(model_modalities) == 1 else None)
+    if modality is None:
+        raise UploadError(f"field {field!r} needs params naming its modality, one of "
+                          f"{' or '.join(json.dumps({'modality': m}) for m in model_modalities)}")
+    return modality
+
+
+def read_case_form(form: FormData, modalities: list[str], model_modalities: list[str]) -> CaseForm:
+    """Check a parsed form: known field names, files in file fields, counts, non-empty files, whole pairs.
+    MONAI Label's ``file``/``label`` become ``<mod>_image``/``<mod>_mask`` (``model_modalities``: the model's)."""
     allowed = upload_fields(modalities)
+    params = read_params(form.getlist(PARAMS_FIELD))
+    check_modality_param(params, modalities)
     parts: dict[str, list[UploadFile]] = {}
-    params = []
+    sent_as: dict[str, str] = {}  # our field name -> the client's
     for field, value in form.multi_items():
         if field == PARAMS_FIELD:
-            params.append(value)
             continue
-        if field not in allowed:
-            raise UploadError(f"unknown file field {field!r}; this run accepts {', '.join(allowed)} (and params)")
+        if field not in allowed and field not in MONAI_LABEL_FIELDS:
+            raise UploadError(f"unknown file field {field!r}; this run accepts {', '.join(allowed)} (and params), "
+                              f"or MONAI Label's file and label")
         if not isinstance(value, UploadFile):
             raise UploadError(f"field {field!r} must be a file upload, not a text value")
         if not value.size:
             raise UploadError(f"{client_name(field, value)} is an empty file")
-        parts.setdefault(field, []).append(value)
+        ours = (f"{monai_label_modality(field, params, model_modalities)}_{MONAI_LABEL_FIELDS[field]}"
+                if field in MONAI_LABEL_FIELDS else field)
+        if sent_as.setdefault(ours, field) != field:
+            raise UploadError(f"fields {sent_as[ours]!r} and {field!r} both carry {ours}; send one of them")
+        parts.setdefault(ours, []).append(value)
     files = {}
     for modality in modalities:
         image_field, mask_field = (f"{modality}_{kind}" for kind in KINDS)
         images, masks = parts.get(image_field, []), parts.get(mask_field, [])
         if bool(images) != bool(masks):
             given, absent = (image_field, mask_field) if images else (mask_field, image_field)
+            given = sent_as[given]
+            absent = {"file": "label", "label": "file"}.get(given, absent)
             raise UploadError(f"{given} was uploaded without {absent}: send both files of modality {modality}")
         if len(masks) > MAX_MASK_FILES:
-            raise UploadError(f"{mask_field} was sent {len(masks)} times; at most {MAX_MASK_FILES} mask files "
-                              f"per modality")
+            raise UploadError(f"{sent_as[mask_field]} was sent {len(masks)} times; at most {MAX_MASK_FILES} mask "
+                              f"files per modality")
         if images:
             files[modality] = {"image": images, "mask": masks}
-    return CaseForm(files, read_params(params))
+    return CaseForm(files, params, sorted(set(params) - set(PARAMS)))
 
 
 @dataclass
