@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.error import URLError
 
 import pytest
 
@@ -54,3 +55,16 @@ def finished_run(run_cohort, tmp_path_factory):
 
     config = load_run_config(CONFIG_DIR / "paper.yaml", FAST_RUN)
     return run_pipeline(run_cohort, config, tmp_path_factory.mktemp("run"), progress=False), config
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    """An empty torch hub cache and no network."""
+    import torch
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def no_network(url, *args, **kwargs):
+        raise URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)

@@ -10,11 +10,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from urllib.error import URLError
 
 import pandas as pd
 import pytest
-import torch
 
 from mmdlr.cli import data as data_commands
 from mmdlr.cli.main import error_line, main
@@ -22,17 +20,6 @@ from mmdlr.errors import CaseError
 from mmdlr.paths import CONFIG_DIR
 
 OFFLINE_SAFE = ["--set", "deep.backbone=efficientnet_lite0", "--set", "deep.baselines=[]"]
-
-
-@pytest.fixture
-def offline(tmp_path, monkeypatch):
-    """An empty torch hub cache and no network."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-
-    def no_network(url, *args, **kwargs):
-        raise URLError("[Errno -2] Name or service not known")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
 
 
 def error_of(capsys, command: str) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from urllib.error import URLError
 
 import numpy as np
 import pandas as pd
@@ -29,17 +28,6 @@ def manifest_of(tmp_path, benign: int, malignant: int, **columns) -> Manifest:
                           "us_mask": [f"P{i:03d}_mask.png" for i in range(n)], **columns})
     table.to_csv(tmp_path / "manifest.csv", index=False)
     return Manifest.from_csv(tmp_path / "manifest.csv")
-
-
-@pytest.fixture
-def offline(tmp_path, monkeypatch):
-    """An empty torch hub cache and no network."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-
-    def no_network(url, *args, **kwargs):
-        raise URLError("[Errno -2] Name or service not known")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
 
 
 @pytest.mark.parametrize(("values", "expected"), [

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pandas as pd
 
 from mmdlr.serve import CaseFiles
@@ -20,6 +26,35 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind((HOST, 0))
         return probe.getsockname()[1]
+
+
+@contextmanager
+def running_server(run_dir: Path, log: Path, *arguments: str) -> Iterator[tuple[str, int]]:
+    """(base URL, process id) of `mmdlr serve` with the test token on a free loopback port, until exit."""
+    port = free_port()
+    with open(log, "w") as output:
+        process = subprocess.Popen([sys.executable, "-m", "mmdlr.cli.main", "-q", "serve", "--model-dir", str(run_dir),
+                                    "--host", HOST, "--port", str(port), "--token", TOKEN, *arguments],
+                                   stdout=output, stderr=subprocess.STDOUT)
+    url = f"http://{HOST}:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, f"server exited:\n{log.read_text()}"
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, f"server did not start:\n{log.read_text()}"
+                time.sleep(0.5)
+        yield url, process.pid
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def read_cohort(run_dir: Path) -> pd.DataFrame:

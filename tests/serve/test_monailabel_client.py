@@ -4,16 +4,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 
-import httpx
 import pandas as pd
 import pytest
 from monailabel.client.client import MONAILabelClient, MONAILabelClientException  # make setup installs it
 
-from .cases import HOST, TOKEN, free_port
+from .cases import TOKEN, running_server
 
 MODEL = "radiomics_us"
 
@@ -21,27 +17,8 @@ MODEL = "radiomics_us"
 @pytest.fixture(scope="module")
 def server_url(run_dir, tmp_path_factory):
     """Base URL of `mmdlr serve` with a token; stopped after the module."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("monailabel_server") / "server.log"
-    with open(log, "w") as output:
-        process = subprocess.Popen([sys.executable, "-m", "mmdlr.cli.main", "-q", "serve", "--model-dir", str(run_dir),
-                                    "--host", HOST, "--port", str(port), "--token", TOKEN],
-                                   stdout=output, stderr=subprocess.STDOUT)
-    url = f"http://{HOST}:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, f"server exited:\n{log.read_text()}"
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, f"server did not start:\n{log.read_text()}"
-                time.sleep(0.5)
+    with running_server(run_dir, tmp_path_factory.mktemp("monailabel_server") / "server.log") as (url, _):
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def authorised_client(url: str, tmp_path) -> MONAILabelClient:

@@ -3,9 +3,6 @@ requests whose answers equal `mmdlr predict`, and stable memory."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -13,7 +10,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from .cases import AUTH, HOST, TOKEN, free_port, upload_parts
+from .cases import AUTH, running_server, upload_parts
 
 REQUESTS, CLIENTS, BATCH = 200, 8, 50
 MODELS = ("deep_us", "radiomics_us")
@@ -25,31 +22,8 @@ MAX_RSS_GROWTH = 150 * 2**20
 @pytest.fixture(scope="module")
 def server(run_dir, tmp_path_factory):
     """(base URL, server process id) of `mmdlr serve` with a token; stopped after the module."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    with open(log, "w") as output:
-        process = subprocess.Popen([sys.executable, "-m", "mmdlr.cli.main", "-q", "serve", "--model-dir", str(run_dir),
-                                    "--host", HOST, "--port", str(port), "--token", TOKEN, "--max-concurrent", "4"],
-                                   stdout=output, stderr=subprocess.STDOUT)
-    url = f"http://{HOST}:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, f"server exited:\n{log.read_text()}"
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, f"server did not start:\n{log.read_text()}"
-                time.sleep(0.5)
-        yield url, process.pid
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with running_server(run_dir, tmp_path_factory.mktemp("server") / "server.log", "--max-concurrent", "4") as server:
+        yield server
 
 
 def test_token_is_required_except_for_health_and_the_host_must_be_a_loopback_name(server):
