@@ -82,8 +82,9 @@ def test_infer_json_answers_in_the_monai_label_shape(client, patient):
     response = infer(client, "fusion_ensemble", upload_parts(patient, ["us", "mg"]))
     assert response.status_code == 200, response.text
     body = response.json()
-    [prediction] = body["prediction"]
+    prediction, other = body["prediction"]  # every label with its score, as MONAI Label; the decided one first
     p = body["probability_malignant"]
+    assert other["idx"] == 1 - prediction["idx"] and other["score"] == pytest.approx(1 - prediction["score"])
     assert prediction["idx"] == int(p >= body["threshold"])
     assert prediction["label"] == ("malignant" if prediction["idx"] else "benign")
     assert prediction["score"] == pytest.approx(p if prediction["idx"] else 1 - p)

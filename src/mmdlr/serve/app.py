@@ -171,9 +171,10 @@ def gradcam_modality(model: ServedModel, form: CaseForm) -> str:
 def prediction_json(prediction: Prediction, latencies: dict[str, float], form: CaseForm, image: str | None) -> dict:
     """MONAI Label's classification result (``prediction``, ``label_names``, ``latencies``) and mmdlr's details;
     ``image``: the client's image id (MONAI Label's ``?image=``), echoed."""
-    score = prediction.probability if prediction.label else 1 - prediction.probability
+    scores = {1: prediction.probability, 0: 1 - prediction.probability}
+    decided_first = sorted(scores, key=lambda idx: idx != prediction.label)
     return {"model": prediction.model, **({"image": image} if image is not None else {}),
-            "prediction": [{"idx": prediction.label, "label": prediction.label_name, "score": score}],
+            "prediction": [{"idx": idx, "label": LABEL_NAMES[idx], "score": scores[idx]} for idx in decided_first],
             "label_names": LABELS, "probability_malignant": prediction.probability, "threshold": prediction.threshold,
             "per_modality": prediction.per_modality, "modalities_used": prediction.modalities_used,
             "ignored_params": form.ignored_params,
