@@ -196,7 +196,9 @@ def run_pipeline(manifest_path: str | Path, config: RunConfig, out_dir: str | Pa
         runner.run("baselines", [roi_key, split_key, config.section("deep"), config.section("analysis")["bootstrap"]],
                    lambda: baselines_stage(manifest, config, out))
     if config.deep.enabled:
-        runner.run("gradcam", [runner.records["deep"].key, runner.records["analysis"].key, config.section("report")],
+        # hold-out cases are chosen by the network's own head; nested-CV cases by the analysis's out-of-fold row
+        chosen_by = runner.records["analysis"].key if config.analysis.protocol == "nested_cv" else "head"
+        runner.run("gradcam", [runner.records["deep"].key, chosen_by, config.section("report")],
                    lambda: _gradcam_stage(manifest, config, out))
     report = out / "report.html"
     runner.run("report", [[record.key for record in runner.records.values()], config.raw],
