@@ -26,7 +26,7 @@ from mmdlr.errors import ManifestError, UserError, causes, find_cause
 from mmdlr.parallel import Terminated, signals_interrupt, workers_exit_with_parent
 
 COMMAND_MODULES = ("mmdlr.cli.data", "mmdlr.cli.radiomics", "mmdlr.cli.analysis", "mmdlr.cli.pipeline",
-                   "mmdlr.cli.serve")
+                   "mmdlr.cli.serve", "mmdlr.cli.ibsi")
 ANTICIPATED = (UserError, ValueError, OSError, yaml.YAMLError)
 SHOWN_PROBLEMS = 5  # of a manifest's problems on the error line; `mmdlr validate` lists every one
 

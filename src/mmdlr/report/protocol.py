@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mmdlr.io.manifest import Manifest, parse_label
 from mmdlr.pipeline.config import RunConfig
+from mmdlr.radiomics.ibsi import run_settings_text
 
 
 def cohort_counts(config: RunConfig, source: Manifest) -> str:
@@ -54,6 +55,7 @@ def protocol_items(config: RunConfig, source: Manifest) -> dict[str, str]:
                        f"weights '{deep.weights}', head trained {deep.max_epochs} epochs, SGD lr "
                        f"{deep.learning_rate}, batch {deep.batch_size})."
                        if deep.enabled else "PyRadiomics features only (deep stage disabled)."),
+        "Radiomics settings (IBSI terms)": run_settings_text(config.radiomics),
         "Missing data": (f"Patients missing a modality are absent from its tables; early fusion uses "
                          f"{'complete patients only' if analysis.fusion.missing == 'complete' else 'training-fold median imputation'};"
                          " late fusion averages the models that exist for a patient."),
