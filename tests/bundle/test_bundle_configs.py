@@ -79,7 +79,8 @@ def test_paper_hyperparameters_are_the_defaults():
     assert (train["backbone"], train["weights"], train["mode"]) == ("resnet50", "imagenet", "frozen")
     assert (train["max_epochs"], train["batch_size"], train["learning_rate"], train["momentum"]) == (200, 32, 0.001, 0)
     assert train["optimizer"]["_target_"] == "torch.optim.SGD"
-    assert train["spatial_size"] == [224, 224]
+    assert parse("train").get_parsed_content("spatial_size") == [224, 224]
+    assert parse("train", backbone="inception_v3").get_parsed_content("spatial_size") == [299, 299]
 
 
 def test_multi_gpu_config_overrides_train_config_ids():
@@ -94,10 +95,10 @@ def test_multi_gpu_config_overrides_train_config_ids():
 @pytest.mark.parametrize("name", FROM_CHECKPOINT)
 def test_configs_rebuild_the_network_the_checkpoint_records(name, tmp_path):
     """Without a checkpoint the defaults are train.json's; with one, its backbone and input size."""
-    train = load("train")
+    train = parse("train")
     defaults = parse(name, ckpt_path=str(tmp_path / "absent.pt"))
     assert (defaults.get_parsed_content("backbone"), defaults.get_parsed_content("spatial_size")) == \
-        (train["backbone"], train["spatial_size"])
+        (train.get_parsed_content("backbone"), train.get_parsed_content("spatial_size"))
     torch.save(DeepClassifier("efficientnet_lite0", spatial_size=[96, 80]).state_dict(), tmp_path / "model.pt")
     parser = parse(name, ckpt_path=str(tmp_path / "model.pt"))
     network = parser.get_parsed_content("network_def")

@@ -28,7 +28,8 @@ def tensors(network: torch.nn.Module) -> dict[str, torch.Tensor]:
 def test_backbone_pooled_width_and_gradcam_layer(name):
     torch.manual_seed(0)
     network = DeepClassifier(name).eval()
-    x = torch.randn(2, 3, 64, 64)
+    side = max(64, get_backbone(name).min_size)
+    x = torch.randn(2, 3, side, side)
     with torch.no_grad():
         features, logits = network.features(x), network(x)
     assert features.shape == (2, get_backbone(name).width)
@@ -67,7 +68,13 @@ def test_no_torchvision_anywhere():
 
 def test_unknown_backbone_lists_known_names():
     with pytest.raises(ValueError, match="resnet50"):
-        get_backbone("vgg19")
+        get_backbone("vgg99")
+
+
+def test_input_below_the_networks_smallest_side_is_refused():
+    assert DeepClassifier("inception_v3", spatial_size=[75, 80]).spatial_size == (75, 80)
+    with pytest.raises(ValueError, match=r"spatial_size \[74, 80\] is smaller than inception_v3's smallest input side"):
+        DeepClassifier("inception_v3", spatial_size=[74, 80])
 
 
 def test_frozen_protocol_trains_head_only_with_backbone_in_eval():

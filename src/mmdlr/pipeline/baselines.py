@@ -2,9 +2,10 @@
 
 Each (backbone, modality) is trained by the bundle's ``train.json`` (frozen backbone, new head), scored
 by ``evaluate.json`` on the test split, and its per-patient probabilities (``inference.json``) give the
-confidence intervals. VGG-19, GoogLeNet and Inception-v3 exist only in torchvision, which cannot be
-installed with this torch build, so they are listed as not computed. With ``deep.baseline_weights: none``
-the frozen backbone is random: such rows are named "untrained backbone (lower bound)", not results.
+confidence intervals. The paper's four CNNs (VGG-19, GoogLeNet, ResNet-101, Inception-v3) and any other
+registered backbone run at their own input size (Inception-v3 299x299, the others 224x224) unless
+``deep.spatial_size`` sets one for all. With ``deep.baseline_weights: none`` the frozen backbone is random:
+such rows are named "untrained backbone (lower bound)", not results.
 """
 
 from __future__ import annotations
@@ -17,15 +18,14 @@ import pandas as pd
 from mmdlr.analysis.grid import SINGLE, GridRow
 from mmdlr.analysis.summary import holdout_row, markdown_table, result_table
 from mmdlr.atomic import write_csv, write_text
+from mmdlr.deep.backbones import get_backbone
 from mmdlr.evaluate import patient_groups
 from mmdlr.io.manifest import Manifest
 from mmdlr.pipeline.bundle import bundle_overrides, run_bundle_config
 from mmdlr.pipeline.config import RunConfig
 
-DISPLAY_NAMES = {"resnet50": "ResNet-50", "resnet101": "ResNet-101", "densenet121": "DenseNet-121",
-                 "efficientnet_lite0": "EfficientNet-Lite0"}
-TORCHVISION_ONLY = ("VGG-19", "GoogLeNet", "Inception-v3")
 FAMILY = "cnn"
+EXTRA_COLUMNS = ("bundle_evaluate_auc", "weights", "input_size")
 UNTRAINED = "untrained backbone (lower bound)"
 UNTRAINED_NOTE = (f"Rows marked '{UNTRAINED}': the backbone has random weights (deep.baseline_weights none), only "
                   "the head is trained; they bound what the head alone learns and are not results.")
@@ -34,6 +34,11 @@ UNTRAINED_NOTE = (f"Rows marked '{UNTRAINED}': the backbone has random weights (
 def untrained(weights: str | None) -> bool:
     """Whether baseline ``weights`` leave the (frozen) backbone random."""
     return weights is None or str(weights).lower() == "none"
+
+
+def input_size(config: RunConfig, backbone: str) -> str:
+    """The side lengths ``backbone`` is trained and tested at, as ``HxW``."""
+    return "x".join(map(str, get_backbone(backbone).spatial_size(config.deep.spatial_size)))
 
 
 def _baseline(manifest: Manifest, config: RunConfig, backbone: str, modality: str, folder: Path) -> tuple[str, dict]:
@@ -52,12 +57,13 @@ def _baseline(manifest: Manifest, config: RunConfig, backbone: str, modality: st
     predictions = pd.DataFrame({"patient_id": test["patient_id"], "label": test["label"],
                                 "probability": test["head_prob_malignant"],
                                 "threshold": 0.5, "classifier": "Softmax"})
-    method = f"{DISPLAY_NAMES.get(backbone, backbone)} ({modality.upper()})"
+    method = f"{get_backbone(backbone).display_name} ({modality.upper()})"
     if untrained(config.deep.baseline_weights):
         method += f", {UNTRAINED}"
     row = holdout_row(predictions, config.analysis.bootstrap.n, config.analysis.bootstrap.seed,
                       patient_groups(test.set_index("patient_id")["group"]))
-    return method, row | {"bundle_evaluate_auc": evaluated["auc"], "weights": config.deep.baseline_weights}
+    return method, row | {"bundle_evaluate_auc": evaluated["auc"], "weights": config.deep.baseline_weights,
+                          "input_size": input_size(config, backbone)}
 
 
 def baselines_stage(manifest: Manifest, config: RunConfig, out: Path) -> list[Path]:
@@ -71,11 +77,12 @@ def baselines_stage(manifest: Manifest, config: RunConfig, out: Path) -> list[Pa
     table = result_table(rows, summaries) if rows else pd.DataFrame(columns=["method"])
     if rows:
         extra = pd.DataFrame([summaries[(FAMILY, row.method)] for row in rows])
-        table[["bundle_evaluate_auc", "weights"]] = extra[["bundle_evaluate_auc", "weights"]].to_numpy()
+        table[list(EXTRA_COLUMNS)] = extra[list(EXTRA_COLUMNS)].to_numpy()
     results = out / "results"
     csv = write_csv(table, results / "table_cnn_baselines.csv")
-    note = (f"\nNot computed: {', '.join(TORCHVISION_ONLY)} (torchvision only; its wheel cannot be imported "
-            "with this torch build).")
+    sizes = ", ".join(f"{get_backbone(name).display_name} {input_size(config, name)}" for name in config.deep.baselines)
+    note = (f"\nEach network's frozen backbone (weights: {config.deep.baseline_weights}) with a new softmax head; "
+            f"input size {sizes}." if rows else "\nNo CNN baselines configured (deep.baselines).")
     if rows and untrained(config.deep.baseline_weights):
         note += " " + UNTRAINED_NOTE
     note += "\n"

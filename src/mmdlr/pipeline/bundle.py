@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from mmdlr.analysis.config import ConfigError
 from mmdlr.atomic import write_text
+from mmdlr.deep.backbones import get_backbone
 from mmdlr.paths import BUNDLE_DIR
 
 if TYPE_CHECKING:
@@ -54,7 +55,8 @@ def bundle_overrides(config: "RunConfig", output_dir: str | Path, modality: str,
     """The bundle values a run config fixes for one modality, plus ``values`` (shared by training,
     inference, Grad-CAM, the baselines and serving, so they never diverge); every one checked literal."""
     overrides = {"output_dir": str(output_dir), "modality": modality, "backbone": backbone or config.deep.backbone,
-                 "spatial_size": list(config.deep.spatial_size), "roi_margin": config.roi.margin,
+                 "spatial_size": get_backbone(backbone or config.deep.backbone).spatial_size(config.deep.spatial_size),
+                 "roi_margin": config.roi.margin,
                  "roi_margin_unit": config.roi.margin_unit, "mask_label": config.roi.label_value,
                  "mask_threshold": config.roi.mask_threshold,
                  "precision": config.deep.precision} | values

@@ -54,7 +54,7 @@ class DeepSection:
     batch_size: int = 32
     precision: str = "float32"
     learning_rate: float = 0.001
-    spatial_size: list[int] = field(default_factory=lambda: [224, 224])
+    spatial_size: list[int] | None = None  # None: each network's own input size (224, Inception-v3 299)
     seed: int = 0
     baselines: list[str] = field(default_factory=lambda: ["resnet101", "densenet121"])
     baseline_weights: str = "imagenet"
@@ -110,6 +110,21 @@ def _check_type(name: str, value, field_: dataclasses.Field) -> None:
     expected = TYPES[annotation.split("|")[0].split("[")[0].strip()]
     if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
         raise ConfigError(f"{name} must be {' or '.join(t.__name__ for t in expected)}, not {value!r}")
+
+
+def _check_spatial_size(deep: DeepSection) -> None:
+    """``deep.spatial_size`` is null or [height, width] no smaller than any of its networks accepts."""
+    size = deep.spatial_size
+    if size is None:
+        return
+    if len(size) != 2 or not all(isinstance(side, int) and not isinstance(side, bool) and side > 0 for side in size):
+        raise ConfigError(f"deep.spatial_size must be [height, width] in pixels, or null for each network's own "
+                          f"input size; not {size!r}")
+    too_small = [f"{name} ({BACKBONES[name].min_size})" for name in dict.fromkeys([deep.backbone, *deep.baselines])
+                 if min(size) < BACKBONES[name].min_size]
+    if too_small:
+        raise ConfigError(f"deep.spatial_size {size} is smaller than the smallest input side of {', '.join(too_small)}: "
+                          "make it at least that, or null for each network's own input size")
 
 
 def parse_override(text: str) -> tuple[list[str], object]:
@@ -177,5 +192,6 @@ def run_config_from_dict(values: dict) -> RunConfig:
     if unknown:
         raise ConfigError(f"deep.baselines: unknown backbone(s) {', '.join(map(repr, unknown))}; "
                           f"known: {', '.join(BACKBONES)}")
+    _check_spatial_size(config.deep)
     config.raw = {name: config.section(name) for name in (*PIPELINE_SECTIONS, "analysis")}
     return config
