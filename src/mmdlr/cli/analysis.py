@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from mmdlr.analysis import run_analysis
 from mmdlr.cli.pipeline import require_config_file
 
 
 def run_analyze(args: argparse.Namespace) -> int:
+    from mmdlr.analysis import run_analysis
+
     require_config_file(args.config)
     result = run_analysis(args.features, args.out, args.config, manifest=args.manifest, progress=not args.quiet)
     for family, table in result.tables.items():

@@ -6,13 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from mmdlr.cli.pipeline import add_config_options, read_run_config
-from mmdlr.io.busi import import_busi
-from mmdlr.io.manifest import Manifest, read_manifest
-from mmdlr.io.validate import validate_manifest
-from mmdlr.pipeline.preflight import preflight
-from mmdlr.roi.cache import RoiSettings, crop_cohort
-from mmdlr.synthetic import CohortSettings, generate_cohort
+
+if TYPE_CHECKING:
+    from mmdlr.roi.cache import RoiSettings
 
 
 def add_mask_options(parser: argparse.ArgumentParser) -> None:
@@ -26,16 +25,23 @@ def add_mask_options(parser: argparse.ArgumentParser) -> None:
 
 def add_roi_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--margin", type=float, default=10, help="margin around the lesion box (default 10)")
-    parser.add_argument("--margin-unit", choices=("pixel", "percent"), default="pixel")
+    parser.add_argument("--margin-unit", choices=("pixel", "percent"), default="pixel",
+                        help="unit of --margin: pixels, or percent of the lesion box's size (default pixel)")
     add_mask_options(parser)
 
 
 def roi_settings(args: argparse.Namespace) -> RoiSettings:
+    from mmdlr.roi.cache import RoiSettings
+
     return RoiSettings(margin=args.margin, margin_unit=args.margin_unit, label_value=args.label_value,
                        mask_threshold=args.mask_threshold)
 
 
 def run_validate(args: argparse.Namespace) -> int:
+    from mmdlr.io.manifest import Manifest
+    from mmdlr.io.validate import validate_manifest
+    from mmdlr.pipeline.preflight import preflight
+
     config = read_run_config(args.config, args.set or []) if args.config else None
     report = validate_manifest(args.manifest, args.label_value, progress=not args.quiet,
                                mask_threshold=args.mask_threshold)
@@ -55,6 +61,8 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_demo_data(args: argparse.Namespace) -> int:
+    from mmdlr.synthetic import CohortSettings, generate_cohort
+
     settings = CohortSettings(patients=args.patients, seed=args.seed, missing_rate=args.missing_rate,
                               benign_fraction=args.benign_fraction)
     manifest = generate_cohort(args.out, settings, progress=not args.quiet)
@@ -63,6 +71,8 @@ def run_demo_data(args: argparse.Namespace) -> int:
 
 
 def run_import_busi(args: argparse.Namespace) -> int:
+    from mmdlr.io.busi import import_busi
+
     result = import_busi(args.busi_dir, args.out_csv, similarity=args.similarity, mask_iou=args.mask_iou,
                          same_image=args.same_image, keep_duplicates=args.keep_duplicates,
                          progress=not args.quiet)
@@ -75,6 +85,9 @@ def run_import_busi(args: argparse.Namespace) -> int:
 
 
 def run_crop(args: argparse.Namespace) -> int:
+    from mmdlr.io.manifest import read_manifest
+    from mmdlr.roi.cache import crop_cohort
+
     index = crop_cohort(read_manifest(args.manifest), args.out, roi_settings(args), progress=not args.quiet)
     print(f"{len(index)} ROIs under {Path(args.out) / 'roi'}")
     print(index.groupby("modality")["lesion_pixels"].describe()[["count", "mean", "min", "max"]].to_string())
@@ -83,23 +96,23 @@ def run_crop(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     validate = subparsers.add_parser("validate", help="check a manifest and every file it names")
-    validate.add_argument("manifest")
+    validate.add_argument("manifest", help="cohort CSV to check")
     add_mask_options(validate)
     add_config_options(validate, default=None)
     validate.add_argument("--out", default=None, help="with --config: the run folder, checked for writing")
     validate.set_defaults(handler=run_validate)
 
     demo = subparsers.add_parser("demo-data", help="write a synthetic multimodal cohort and its manifest")
-    demo.add_argument("out")
-    demo.add_argument("--patients", type=int, default=60)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--missing-rate", type=float, default=0.1, help="chance a modality is missing")
-    demo.add_argument("--benign-fraction", type=float, default=0.35)
+    demo.add_argument("out", help="folder for the images, masks and manifest.csv")
+    demo.add_argument("--patients", type=int, default=60, help="number of patients (default 60)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same files")
+    demo.add_argument("--missing-rate", type=float, default=0.1, help="chance a modality is missing (default 0.1)")
+    demo.add_argument("--benign-fraction", type=float, default=0.35, help="share of benign patients (default 0.35)")
     demo.set_defaults(handler=run_demo_data)
 
     busi = subparsers.add_parser("import-busi", help="US-only manifest from the BUSI folder, duplicates removed")
-    busi.add_argument("busi_dir")
-    busi.add_argument("out_csv")
+    busi.add_argument("busi_dir", help="the BUSI folder (with benign/ and malignant/)")
+    busi.add_argument("out_csv", help="manifest to write (removed images go to <name>_removed.csv beside it)")
     busi.add_argument("--similarity", type=float, default=0.93,
                       help="gradient-thumbnail correlation for another frame of the same lesion")
     busi.add_argument("--mask-iou", type=float, default=0.7, help="mask overlap required with --similarity")
@@ -110,7 +123,7 @@ def register(subparsers) -> None:
     busi.set_defaults(handler=run_import_busi)
 
     crop = subparsers.add_parser("crop", help="crop and cache every lesion ROI (NIfTI)")
-    crop.add_argument("manifest")
-    crop.add_argument("--out", required=True)
+    crop.add_argument("manifest", help="cohort CSV")
+    crop.add_argument("--out", required=True, help="folder; crops go to OUT/roi/<mod>/<patient>/")
     add_roi_options(crop)
     crop.set_defaults(handler=run_crop)

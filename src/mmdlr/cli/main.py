@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import signal
 import sys
@@ -23,7 +22,7 @@ import yaml
 
 from mmdlr import __version__
 from mmdlr.errors import ManifestError, UserError, causes, find_cause
-from mmdlr.parallel import Terminated, signals_interrupt, workers_exit_with_parent
+from mmdlr.terminal import configure_terminal
 
 COMMAND_MODULES = ("mmdlr.cli.data", "mmdlr.cli.radiomics", "mmdlr.cli.analysis", "mmdlr.cli.pipeline",
                    "mmdlr.cli.serve", "mmdlr.cli.ibsi")
@@ -35,9 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmdlr", description=__doc__.split(":")[0] + ": multimodal "
                                      "deep-learning radiomics for benign vs malignant breast tumours.")
     parser.add_argument("--version", action="version", version=f"mmdlr {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="warnings and the final summary only (no progress bars, no stage lines)")
     parser.add_argument("-v", "--verbose", action="store_true",
-                        help="also show library warnings (small-fold and convergence notices from scikit-learn, ...)")
+                        help="also show every log line (per-epoch metrics, library messages; a run writes them to "
+                             "RUN/logs/mmdlr.log in any case) and library warnings (small-fold and convergence "
+                             "notices from scikit-learn, ...)")
     parser.add_argument("--debug", action="store_true",
                         help="print the traceback of an error (without it: one line, exit 2 for an input, config "
                              "or environment problem, exit 1 for anything else)")
@@ -70,7 +72,9 @@ def _one_line(error: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    from mmdlr.parallel import Terminated, signals_interrupt, workers_exit_with_parent  # joblib: not for --help
+
+    configure_terminal(args.quiet, args.verbose)
     if not args.verbose:
         # Worker processes (joblib, dask) inherit PYTHONWARNINGS; the filters here cover this process.
         quiet = "ignore::UserWarning,ignore::RuntimeWarning,ignore::FutureWarning"

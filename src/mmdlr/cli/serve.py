@@ -7,27 +7,33 @@ import ipaddress
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
-import torch
-
-from mmdlr.atomic import write_csv
 from mmdlr.io.limits import SERVE_MAX_DECODED_MB, set_max_decoded_mb
-from mmdlr.serve.app import LOOPBACK_HOSTS, ServeSettings, create_app
-from mmdlr.serve.batch import predict_manifest
-from mmdlr.serve.predictor import Predictor
-from mmdlr.serve.run_folder import UnknownModelError
+from mmdlr.serve.settings import LOOPBACK_HOSTS, ServeSettings
+
+if TYPE_CHECKING:
+    from mmdlr.serve.predictor import Predictor
 
 log = logging.getLogger("mmdlr")
 TOKEN_ENV = "MMDLR_TOKEN"
 
 
 def _predictor(args: argparse.Namespace) -> Predictor:
+    import torch
+
+    from mmdlr.serve.predictor import Predictor
+
     # Serve and predict use the same intra-op thread count so their probabilities are bit-identical.
     torch.set_num_threads(args.torch_threads)
     return Predictor.from_run_dir(args.model_dir)
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    from mmdlr.atomic import write_csv
+    from mmdlr.serve.batch import predict_manifest
+    from mmdlr.serve.run_folder import UnknownModelError
+
     predictor = _predictor(args)
     try:
         table = predict_manifest(predictor, args.manifest, args.model, progress=not args.quiet)
@@ -61,6 +67,8 @@ def _allowed_hosts(args: argparse.Namespace) -> tuple[str, ...]:
 
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
+
+    from mmdlr.serve.app import create_app
 
     token = args.token or os.environ.get(TOKEN_ENV) or None
     if not token and not _is_loopback(args.host):
@@ -115,7 +123,7 @@ def register(subparsers) -> None:
     serve = subparsers.add_parser("serve", help="serve a run's saved models over HTTP (MONAI Label-style API)")
     _add_common(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     serve.add_argument("--token", help=f"bearer token required on every route but /health (or env {TOKEN_ENV})")
     serve.add_argument("--max-upload-mb", type=_positive(float), default=defaults.max_upload_mb,
                        help=f"largest request body (default {defaults.max_upload_mb:g} MB)")

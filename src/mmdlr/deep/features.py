@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from monai.data import DataLoader
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from mmdlr.deep.classifier import DeepClassifier
+from mmdlr.terminal import track
 
 META_KEYS = ("patient_id", "label", "split", "group")
 PRECISIONS = ("float32", "bfloat16")
@@ -74,7 +74,7 @@ def extract_features(network: DeepClassifier, dataset: Dataset, batch_size: int 
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     features, probs, meta = [], [], {key: [] for key in META_KEYS}
     with evaluating_channels_last(network):
-        for batch in tqdm(loader, desc=description, unit="batch", leave=False):
+        for batch in track(loader, len(loader), description, "batch"):
             pooled, prob = pooled_features(network, batch["image"].to(device), precision)
             features.append(pooled.cpu())
             probs.append(prob.cpu())

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from mmdlr.errors import ManifestError, find_case_error
 from mmdlr.io.dicom_masks import dicom_mask_kind
@@ -15,6 +14,7 @@ from mmdlr.io.loading import load_case_transforms
 from mmdlr.io.manifest import LABEL_NAMES, Manifest
 from mmdlr.io.readers import read_image
 from mmdlr.roi.cache import RoiSettings, roi_transforms
+from mmdlr.terminal import track
 
 MAX_LABELS = 5  # a mask with more distinct non-zero values has grey edges rather than labels
 
@@ -70,7 +70,7 @@ def validate_manifest(path: str | os.PathLike, label_value: int | None = None, p
     rows, warnings = [], []
     cases = [case for modality in manifest.modalities for case in manifest.cases(modality)]
     loaded: dict[str, list[dict]] = {m: [] for m in manifest.modalities}
-    for case in tqdm(cases, desc="validate", unit="image", disable=not progress):
+    for case in track(cases, len(cases), "validate", "image", progress):
         if case["label"] is None:
             continue
         try:

@@ -13,9 +13,11 @@ from pathlib import Path
 
 from mmdlr import __version__
 from mmdlr.atomic import write_text
+from mmdlr.terminal import stage_progress, summary
 
 log = logging.getLogger("mmdlr")
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
+STAGES = ("validate", "split", "crop", "deep", "radiomics", "analysis", "baselines", "gradcam", "report")
 
 
 def code_version() -> str:
@@ -45,10 +47,13 @@ class StageRecord:
 
 
 class StageRunner:
-    """Runs named stages under ``out_dir``, skipping those whose key and outputs are already there."""
+    """Runs named stages under ``out_dir``, skipping those whose key and outputs are already there; each with
+    one progress bar (when ``progress``) and one summary line."""
 
-    def __init__(self, out_dir: str | Path, force: Iterable[str] = (), code: str | None = None):
+    def __init__(self, out_dir: str | Path, force: Iterable[str] = (), code: str | None = None,
+                 progress: bool = True):
         self.out_dir = Path(out_dir)
+        self.progress = progress
         self.records_dir = self.out_dir / "stages"
         self.force = set(force)
         self.code = code or code_version()
@@ -71,12 +76,13 @@ class StageRunner:
         key = stage_key(name, key_parts, self.code)
         done = self.finished(name, key)
         if done is not None:
-            log.info("stage %-10s up to date (skipped)", name)
+            summary.info("%-10s up to date (reused)", name)
             self.records[name] = StageRecord(**(asdict(done) | {"skipped": True}))
             return self.records[name]
         log.info("stage %-10s running", name)
         start = time.perf_counter()
-        result = action()
+        with stage_progress(name, self.progress):
+            result = action()
         outputs, details = result if isinstance(result, tuple) else (result, {})
         record = StageRecord(name=name, key=key, seconds=round(time.perf_counter() - start, 3),
                              outputs=[Path(p).resolve().relative_to(self.out_dir.resolve()).as_posix()

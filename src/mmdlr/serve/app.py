@@ -19,7 +19,6 @@ import logging
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -38,32 +37,15 @@ from mmdlr.io.manifest import LABEL_NAMES
 from mmdlr.serve.limits import BodySizeLimit, InferenceAdmission
 from mmdlr.serve.predictor import MissingModalityError, Prediction, Predictor
 from mmdlr.serve.run_folder import ServedModel, UnknownModelError
+from mmdlr.serve.settings import ServeSettings
 from mmdlr.serve.uploads import (MAX_FILES, MAX_TEXT_FIELDS, PARAMS, CaseForm, UploadError, read_case_form,
                                  save_uploads, upload_fields)
 
 log = logging.getLogger(__name__)
 LABELS = {name: index for index, name in enumerate(LABEL_NAMES)}
-LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")  # Host header names; an IPv6 literal keeps its brackets
 DISCONNECT_POLL_S = 0.5  # how often a request waiting for a compute slot checks that its client is still there
 CLIENT_CLOSED = 499  # the status logged for a request dropped because its client left (nginx's convention)
 
-
-@dataclass(frozen=True)
-class ServeSettings:
-    """How the server guards itself; `mmdlr serve` has an option of the same name for each."""
-
-    token: str | None = None
-    max_upload_mb: float = 100
-    max_concurrent: int = 4
-    max_queue: int = 64
-    max_spool_mb: float = 512
-    body_timeout: float = 60
-    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
-
-    def __post_init__(self):
-        if self.max_spool_mb < self.max_upload_mb:
-            raise ValueError(f"--max-spool-mb ({self.max_spool_mb:g}) must be at least --max-upload-mb "
-                             f"({self.max_upload_mb:g}), or no upload of the largest allowed size could be taken")
 
 
 class ComputeSlots:
