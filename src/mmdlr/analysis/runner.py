@@ -172,7 +172,7 @@ def _write_tables(rows, predictions, pooled, config, results_dir, groups) -> dic
         write_csv(table, results_dir / f"table_{name}.csv")
         with atomic_path(results_dir / f"table_{name}.md") as temp:
             temp.write_text(markdown_table(table, TABLE_TITLES[family]), encoding="utf-8")
-        plot_roc(pooled[pooled["family"] == family], [row.method for row in family_rows],
+        plot_roc(pooled[pooled["family"] == family], [(row.method, row.kind) for row in family_rows],
                  TABLE_TITLES[family].split(" (")[0], results_dir / f"roc_{name}.png",
                  "pooled OOF AUC" if config.protocol == "nested_cv" else "test AUC")
         tables[family] = table
