@@ -24,6 +24,7 @@ from mmdlr.io.loading import load_case_transforms
 from mmdlr.io.manifest import Manifest
 from mmdlr.io.writers import write_nifti
 from mmdlr.pipeline.stages import code_version
+from mmdlr.roi.regions import PeritumoralRingd, region_names
 from mmdlr.roi.transforms import CropLesionROId, SelectLargestLesionSliced
 
 ROI_FILES = ("image", "mask")
@@ -34,12 +35,15 @@ INDEX_COLUMNS = ["patient_id", "modality", "label", "split", "group", "roi_dir",
 @dataclass(frozen=True)
 class RoiSettings:
     """How ROIs are cut: margin around the mask's box (pixels or percent), and which mask values are lesion
-    (any non-zero value, the label value, or values at least the mask threshold)."""
+    (any non-zero value, the label value, or values at least the mask threshold); ``regions``: intratumoral,
+    peritumoral (a ring of ``peritumoral_mm`` around the lesion, also ``mask_peritumoral.nii.gz``) or both."""
 
     margin: float = 10
     margin_unit: str = "pixel"
     label_value: int | None = None
     mask_threshold: float | None = None
+    regions: str = "intratumoral"
+    peritumoral_mm: float = 3.0
 
 
 def file_digest(path: str | os.PathLike) -> str:
@@ -68,9 +72,11 @@ def roi_cache_key(case: dict, settings: RoiSettings, code: str) -> str:
 
 
 def roi_transforms(settings: RoiSettings):
-    """Largest slice (volumes) then bounding-box crop, with the given settings."""
+    """Largest slice (volumes), the peritumoral ring (if a region), then bounding-box crop, with the given settings."""
+    ring = "peritumoral" in region_names(settings.regions)
     return [SelectLargestLesionSliced(keys=("image", "mask"), mask_key="mask"),
-            CropLesionROId(keys=("image", "mask"), mask_key="mask",
+            *([PeritumoralRingd(("mask", "mask_3d"), settings.peritumoral_mm)] if ring else []),
+            CropLesionROId(keys=("image", "mask", *(["mask_peritumoral"] if ring else [])), mask_key="mask",
                            margin=settings.margin, margin_unit=settings.margin_unit)]
 
 
@@ -88,6 +94,7 @@ def crop_case(case: dict, roi_root: str | os.PathLike, settings: RoiSettings = R
     data = load_case_transforms(settings.label_value, mask_threshold=settings.mask_threshold)(dict(case))
     for transform in roi_transforms(settings):
         data = transform(data)
+    _require_ring_inside(data, case, settings)
     spacing = data["image_meta"]["spacing"]
     record = {"key": key, "roi_box": [list(b) for b in data["roi_box"]], "spacing": list(spacing),
               "roi_box_3d": [list(b) for b in data.get("roi_box_3d", ())],
@@ -95,13 +102,22 @@ def crop_case(case: dict, roi_root: str | os.PathLike, settings: RoiSettings = R
               "roi_shape": list(np.asarray(data["image"]).shape[1:]),
               "lesion_pixels": int(np.asarray(data["mask"]).sum()), "settings": asdict(settings)}
     with atomic_path(target, directory=True) as temp:
-        for name in ROI_FILES:
+        for name in [name for name in (*ROI_FILES, "mask_peritumoral") if name in data]:
             write_nifti(np.asarray(data[name])[0], spacing, temp / f"{name}.nii.gz")
             if f"{name}_3d" in data:
                 write_nifti(np.asarray(data[f"{name}_3d"])[0], data["image_meta"]["volume_spacing"],
                              temp / f"{name}_3d.nii.gz")
         (temp / "roi.json").write_text(json.dumps(record, indent=1))
     return _index_row(case, target, record)
+
+
+def _require_ring_inside(data: dict, case: dict, settings: RoiSettings) -> None:
+    """A CaseError if the crop cut off part of the peritumoral ring (the margin is narrower than the ring)."""
+    for key in ("mask_peritumoral", "mask_peritumoral_3d"):
+        if key in data and int(np.asarray(data[key]).sum()) < data[f"{key}_pixels"]:
+            raise CaseError(f"the {settings.peritumoral_mm} mm peritumoral ring reaches beyond the ROI crop's margin "
+                            f"({settings.margin} {settings.margin_unit}): raise roi.margin (--margin) to at least the "
+                            "ring's width in pixels", case["patient_id"], case["image"])
 
 
 def _index_row(case: dict, target: Path, record: dict) -> dict:
