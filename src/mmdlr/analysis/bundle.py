@@ -116,6 +116,7 @@ TRUSTED_TYPES = frozenset({
     "mmdlr.select.spearman.SpearmanRedundancyFilter",
     "mmdlr.select.lasso.LassoSelector",
     "mmdlr.select.pca.ClippedPCA",
+    "mmdlr.select.icc.ICCThresholdSelector",
     # late fusion
     "mmdlr.fuse.ensemble.AccuracyWeightedEnsemble",
     "mmdlr.fuse.stacking.StackingFusion",

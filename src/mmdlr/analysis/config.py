@@ -44,9 +44,14 @@ class SelectConfig:
     spearman_rho: float = 0.9
     lasso_alphas: int = 10
     fallback_k: int = 10
+    icc_threshold: float | None = None  # drop radiomic features with ICC(3,1) under contour perturbations below it
 
     def __post_init__(self):
         _require(0 < self.mannwhitney_p <= 1, "select.mannwhitney_p must be in (0, 1]")
+        _require(self.icc_threshold is None or (isinstance(self.icc_threshold, (int, float))
+                                                and not isinstance(self.icc_threshold, bool)
+                                                and -1 <= self.icc_threshold <= 1),
+                 f"select.icc_threshold must be null or an ICC in [-1, 1] (e.g. 0.75), got {self.icc_threshold!r}")
         _require(0 < self.spearman_rho <= 1, "select.spearman_rho must be in (0, 1]")
         _require(self.lasso_alphas >= 1 and self.fallback_k >= 1,
                  "select.lasso_alphas and select.fallback_k must be >= 1")

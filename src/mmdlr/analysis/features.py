@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 TABLE_FAMILIES = ("radiomics", "deep")
+REGION_SUFFIXES = {"_peritumoral": "peritumoral"}  # radiomics_<mod>_peritumoral.csv: the ring's own block
 META_COLUMNS = ("patient_id", "label", "split", "group")
 NON_FEATURE_COLUMNS = (*META_COLUMNS, "head_prob_malignant")
 
@@ -24,15 +25,16 @@ class FeatureTableError(ValueError):
 
 @dataclass(frozen=True)
 class Block:
-    """One modality of one feature family."""
+    """One modality (and lesion region: intratumoral, peritumoral) of one feature family."""
 
     family: str
     modality: str
     features: tuple[str, ...]
+    region: str = "intratumoral"
 
     @property
     def name(self) -> str:
-        return block_name(self.family, self.modality)
+        return block_name(self.family, self.modality, self.region)
 
     @property
     def columns(self) -> list[str]:
@@ -50,6 +52,7 @@ class FeatureSet:
     groups: pd.Series
     modalities: list[str]
     absent: list[str] = field(default_factory=list)
+    perturbed: dict[str, pd.DataFrame] = field(default_factory=dict)  # contour perturbation -> radiomics columns
 
     def block_columns(self, names: Sequence[str]) -> dict[str, list[str]]:
         """Block spec (name -> columns) of the named blocks."""
@@ -60,8 +63,16 @@ class FeatureSet:
         return bool((self.groups.fillna("").astype(str) != "").any())
 
 
-def block_name(family: str, modality: str) -> str:
-    return f"{family}_{modality}"
+def block_name(family: str, modality: str, region: str = "intratumoral") -> str:
+    return f"{family}_{modality}" + ("" if region == "intratumoral" else f"_{region}")
+
+
+def _modality_region(stem: str) -> tuple[str, str]:
+    """``us`` -> (us, intratumoral); ``us_peritumoral`` -> (us, peritumoral)."""
+    for suffix, region in REGION_SUFFIXES.items():
+        if stem.endswith(suffix):
+            return stem.removesuffix(suffix), region
+    return stem, "intratumoral"
 
 
 def feature_names(table: pd.DataFrame) -> list[str]:
@@ -78,6 +89,14 @@ def block_frame(table: pd.DataFrame, block: Block) -> pd.DataFrame:
     frame = indexed[list(block.features)]
     frame.columns = block.columns
     return frame
+
+
+def read_perturbed(table: Path) -> dict[str, pd.DataFrame]:
+    """Contour perturbation -> its re-extraction of feature table ``table`` (``<dir>/robustness/<table
+    stem>/<perturbation>.csv``, see :mod:`mmdlr.radiomics.robustness`), indexed by patient id."""
+    folder = table.parent / "robustness" / table.stem
+    return {path.stem: pd.read_csv(path, dtype={"patient_id": str}).set_index("patient_id")
+            for path in sorted(folder.glob("*.csv"))}
 
 
 def read_feature_table(path: Path) -> pd.DataFrame:
@@ -107,23 +126,26 @@ def load_feature_set(directory: str | Path, modalities: Sequence[str] | None = N
     Tables that are expected but absent are listed in ``absent``.
     """
     directory = Path(directory)
-    found = {(family, path.stem[len(family) + 1:]): path
+    found = {(family, *_modality_region(path.stem[len(family) + 1:])): path
              for family in TABLE_FAMILIES for path in sorted(directory.glob(f"{family}_*.csv"))}
-    modalities = list(modalities) if modalities else sorted({modality for _, modality in found})
+    modalities = list(modalities) if modalities else sorted({modality for _, modality, _ in found})
     if not modalities:
         raise FileNotFoundError(f"no radiomics_<mod>.csv or deep_<mod>.csv tables in {directory}")
-    blocks, frames, meta, absent = {}, [], [], []
-    for family in TABLE_FAMILIES:
-        for modality in modalities:
-            path = found.get((family, modality))
-            if path is None:
-                absent.append(f"{family}_{modality}.csv")
-                continue
-            table = read_feature_table(path)
-            block = Block(family, modality, tuple(feature_names(table)))
-            blocks[block.name] = block
-            frames.append(block_frame(table, block))
-            meta.append(table[list(META_COLUMNS)].assign(source=path.name))
+    blocks, frames, meta, absent, perturbed = {}, [], [], [], {}
+    for family, modality, region in [(f, m, r) for f in TABLE_FAMILIES for m in modalities
+                                     for r in ("intratumoral", *REGION_SUFFIXES.values())]:
+        path = found.get((family, modality, region))
+        if path is None:
+            absent += [f"{family}_{modality}.csv"] if region == "intratumoral" else []
+            continue
+        table = read_feature_table(path)
+        block = Block(family, modality, tuple(feature_names(table)), region)
+        blocks[block.name] = block
+        frames.append(block_frame(table, block))
+        for name, values in read_perturbed(path).items():
+            perturbed.setdefault(name, []).append(values.reindex(columns=list(block.features))
+                                                  .set_axis(block.columns, axis=1))
+        meta.append(table[list(META_COLUMNS)].assign(source=path.name))
     if not blocks:
         raise FileNotFoundError(f"none of the feature tables for modalities {modalities} exist in {directory}")
     labels, split, groups = _patient_meta(pd.concat(meta, ignore_index=True))
@@ -131,7 +153,8 @@ def load_feature_set(directory: str | Path, modalities: Sequence[str] | None = N
     frame = pd.concat(frames, axis=1).reindex(labels.index)
     # one float block: row and column selections in the folds are then a single numpy take
     frame = pd.DataFrame(frame.to_numpy(dtype=float), index=frame.index, columns=frame.columns)
-    return FeatureSet(frame, blocks, labels, split, groups, modalities, absent)
+    perturbed = {name: pd.concat(parts, axis=1) for name, parts in perturbed.items()}
+    return FeatureSet(frame, blocks, labels, split, groups, modalities, absent, perturbed=perturbed)
 
 
 def _patient_meta(meta: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series]:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
+from sklearn.compose import ColumnTransformer
 from sklearn.preprocessing import StandardScaler
 
 from mmdlr.analysis.config import AnalysisConfig
-from mmdlr.analysis.features import TABLE_FAMILIES, FeatureSet, block_name
+from mmdlr.analysis.features import REGION_SUFFIXES, TABLE_FAMILIES, FeatureSet, FeatureTableError, block_name
 from mmdlr.classify import (chosen_classifier, deep_steps, model_search, pca_of_all_steps, rad_df_steps,
                             radiomics_steps)
 from mmdlr.fuse import AccuracyWeightedEnsemble, StackingFusion, block_presence, fusion_subsets
+from mmdlr.select.icc import ICCThresholdSelector
 
 TABLE_NAMES = {"radiomics": "radiomics", "deep": "deep", "radiomics+deep": "fusion"}
 SINGLE, EARLY, COMBINED, ENSEMBLE, STACKING = "single", "early", "combined", "ensemble", "stacking"
@@ -41,6 +44,10 @@ def _modality_label(modalities) -> str:
 
 def plan_rows(features: FeatureSet, config: AnalysisConfig) -> tuple[list[GridRow], list[SkippedRow]]:
     """All rows the config asks for; rows whose tables are absent or that lack patients are skipped."""
+    if config.select.icc_threshold is not None and not features.perturbed:
+        raise FeatureTableError("select.icc_threshold needs radiomics re-extracted under contour perturbations "
+                                "(features/robustness/, written by the radiomics stage with radiomics.robustness "
+                                "set); set radiomics.robustness or select.icc_threshold: null")
     wanted, skipped = [], []
     for family in config.families:
         if family in TABLE_FAMILIES:
@@ -72,7 +79,25 @@ def _family_rows(family: str, features: FeatureSet, config: AnalysisConfig, skip
         else:
             rows.append(GridRow(family, method, SINGLE if len(subset) == 1 else EARLY,
                                 tuple(block_name(family, m) for m in subset)))
+    rows += _region_rows(family, features)
     rows += _late_rows(family, tuple(block_name(family, m) for m in available), config, skipped)
+    return rows
+
+
+def _region_rows(family: str, features: FeatureSet) -> list[GridRow]:
+    """Per modality with a peritumoral block: the ring alone ("US peritumoral") and, beside the lesion's
+    block, both regions' blocks in one model ("US intra+peritumoral")."""
+    rows = []
+    for modality in features.modalities:
+        lesion = block_name(family, modality)
+        for region in REGION_SUFFIXES.values():
+            ring = block_name(family, modality, region)
+            if ring not in features.blocks:
+                continue
+            label = _modality_label([modality])
+            rows.append(GridRow(family, f"{label} {region}", SINGLE, (ring,)))
+            if lesion in features.blocks:
+                rows.append(GridRow(family, f"{label} intra+{region}", EARLY, (lesion, ring)))
     return rows
 
 
@@ -113,14 +138,34 @@ def row_patients(row: GridRow, features: FeatureSet, missing: str = "complete") 
     return features.frame.index[keep.to_numpy()]
 
 
-def _family_search(family: str, blocks: dict[str, list[str]], config: AnalysisConfig, method: str = RAD_DF):
-    """Model search of a family's blocks; radiomics+deep: the ``method`` row's steps (Rad + DF or PCA of all)."""
+def _icc_filtered(steps: list, columns: list[str], perturbed: dict[str, pd.DataFrame], threshold: float) -> list:
+    """Radiomics steps with :class:`ICCThresholdSelector` right after the column selection, which then hands
+    it a DataFrame indexed by patient id (the rows its ICC is computed on: the training fold's)."""
+    named = ColumnTransformer([("features", "passthrough", columns)], remainder="drop",
+                              verbose_feature_names_out=False).set_output(transform="pandas")
+    judged = [column for column in columns if all(column in table.columns for table in perturbed.values())]
+    patients = pd.Index(sorted(set().union(*(table.index for table in perturbed.values()))))
+    values = np.stack([table.reindex(index=patients, columns=judged).to_numpy(dtype=float)
+                       for table in perturbed.values()])
+    return [("columns", named),
+            ("icc", ICCThresholdSelector(values, patients.to_numpy(dtype=str), np.asarray(judged, dtype=str),
+                                         threshold)),
+            *steps[1:]]
+
+
+def _family_search(family: str, blocks: dict[str, list[str]], config: AnalysisConfig, method: str = RAD_DF,
+                   perturbed: dict[str, pd.DataFrame] | None = None):
+    """Model search of a family's blocks; radiomics+deep: the ``method`` row's steps (Rad + DF or PCA of all);
+    with ``select.icc_threshold`` radiomic features below it (ICC on ``perturbed``) are dropped first."""
     seed, select = config.seed, config.select
 
     def radiomics(names):
         columns = [column for name in names for column in blocks[name]]
-        return radiomics_steps(columns, select.mannwhitney_p, select.spearman_rho, select.lasso_alphas,
-                               select.fallback_k, config.inner_folds, seed)
+        steps = radiomics_steps(columns, select.mannwhitney_p, select.spearman_rho, select.lasso_alphas,
+                                select.fallback_k, config.inner_folds, seed)
+        if select.icc_threshold is None:
+            return steps
+        return _icc_filtered(steps, columns, perturbed or {}, select.icc_threshold)
 
     if family == "radiomics":
         steps = radiomics(blocks)
@@ -138,14 +183,15 @@ def _family_search(family: str, blocks: dict[str, list[str]], config: AnalysisCo
 
 def block_model(name: str, features: FeatureSet, config: AnalysisConfig):
     """Unfitted model search of one block: a single-modality row's model and a late-fusion base model."""
-    return _family_search(features.blocks[name].family, features.block_columns([name]), config)
+    return _family_search(features.blocks[name].family, features.block_columns([name]), config,
+                          perturbed=features.perturbed)
 
 
 def build_model(row: GridRow, features: FeatureSet, config: AnalysisConfig):
     """Unfitted estimator of a row: a model search (single, early, combined) or a late-fusion model."""
     blocks = features.block_columns(row.blocks)
     if row.kind in (SINGLE, EARLY, COMBINED):
-        return _family_search(row.family, blocks, config, row.method)
+        return _family_search(row.family, blocks, config, row.method, features.perturbed)
     bases = [(name, block_model(name, features, config)) for name in blocks]
     if row.kind == ENSEMBLE:
         return AccuracyWeightedEnsemble(bases, blocks, cv=config.inner_folds, random_state=config.seed,

@@ -1,7 +1,8 @@
 """PyRadiomics extraction per ROI, cached, parallel over patients, one table per modality.
 
 2D ROIs (the largest lesion slice, or a 2D image) use ``configs/radiomics_2d.yaml``; with
-``dimension="3d"`` volumetric modalities use their 3D ROI and ``configs/radiomics_3d.yaml``.
+``dimension="3d"`` volumetric modalities use their 3D ROI and ``configs/radiomics_3d.yaml``. The
+peritumoral ring's features (``roi.regions``) go to ``radiomics_<mod>_peritumoral.csv``, a block of its own.
 """
 
 from __future__ import annotations
@@ -27,22 +28,33 @@ DEFAULT_PARAMS = {"2d": CONFIG_DIR / "radiomics_2d.yaml", "3d": CONFIG_DIR / "ra
 EXTRACTOR_LOCK = threading.Lock()  # PyRadiomics' extractor set-up (pykwalify, ruamel) is not thread-safe
 
 
-def roi_files(roi_dir: Path, use_volume: bool) -> tuple[Path, Path]:
+def roi_files(roi_dir: Path, use_volume: bool, mask_name: str = "mask") -> tuple[Path, Path]:
     suffix = "_3d" if use_volume else ""
-    return roi_dir / f"image{suffix}.nii.gz", roi_dir / f"mask{suffix}.nii.gz"
+    return roi_dir / f"image{suffix}.nii.gz", roi_dir / f"{mask_name}{suffix}.nii.gz"
+
+
+def region_table_name(modality: str, region: str = "intratumoral") -> str:
+    """``radiomics_<mod>`` (the lesion) or ``radiomics_<mod>_<region>`` (e.g. the peritumoral ring)."""
+    return f"radiomics_{modality}" + ("" if region == "intratumoral" else f"_{region}")
+
+
+def region_mask_name(region: str) -> str:
+    """The ROI mask file (without suffix) of a region: ``mask`` or ``mask_peritumoral``."""
+    return "mask" if region == "intratumoral" else f"mask_{region}"
 
 
 def extract_roi(roi_dir: str | os.PathLike, params: str | os.PathLike, use_volume: bool = False,
-                code: str | None = None) -> dict[str, float]:
-    """Features of one cached ROI (diagnostics dropped), cached next to it under a hash of the ROI's key, the
-    params, PyRadiomics' and mmdlr's code version (``code``, computed when not given)."""
+                code: str | None = None, mask_name: str = "mask") -> dict[str, float]:
+    """Features of one cached ROI's mask ``mask_name`` (diagnostics dropped), cached next to it under a hash of
+    the ROI's key, the mask, the params, PyRadiomics' and mmdlr's code version (``code``, computed when not
+    given)."""
     import radiomics
     from radiomics import featureextractor
 
     roi_dir = Path(roi_dir)
-    image, mask = roi_files(roi_dir, use_volume)
+    image, mask = roi_files(roi_dir, use_volume, mask_name)
     roi_key = json.loads((roi_dir / "roi.json").read_text())["key"]
-    key = hashlib.sha256(f"{roi_key}|{Path(params).read_text()}|{use_volume}|{radiomics.__version__}|"
+    key = hashlib.sha256(f"{roi_key}|{mask_name}|{Path(params).read_text()}|{use_volume}|{radiomics.__version__}|"
                          f"{code or code_version()}".encode()).hexdigest()[:16]
     cache = roi_dir / f"radiomics_{key}.json"
     if cache.is_file():
@@ -57,18 +69,22 @@ def extract_roi(roi_dir: str | os.PathLike, params: str | os.PathLike, use_volum
     return features
 
 
-def _extract_row(row: dict, params: Path, use_volume: bool, code: str) -> dict:
+def _extract_row(row: dict, params: Path, use_volume: bool, code: str, region: str = "intratumoral") -> dict:
     try:
-        return row | extract_roi(row["roi_dir"], params, use_volume, code)
+        return row | {"region": region} | extract_roi(row["roi_dir"], params, use_volume, code,
+                                                      region_mask_name(region))
     except Exception as error:
-        image, _ = roi_files(Path(row["roi_dir"]), use_volume)
-        return row | {"error": f"{type(error).__name__}: {error}", "file": str(image)}
+        _, mask = roi_files(Path(row["roi_dir"]), use_volume, region_mask_name(region))
+        return row | {"error": f"{type(error).__name__}: {error}", "file": str(mask)}
 
 
 def extract_cohort(roi_index: pd.DataFrame, out_dir: str | os.PathLike, dimension: str = "2d",
                    params: dict[str, str | os.PathLike] | None = None, n_jobs: int = 1,
-                   backend: str = "loky", progress: bool = True) -> dict[str, Path]:
-    """Write ``OUT/radiomics_<mod>.csv`` for every modality of a ROI index; return their paths.
+                   backend: str = "loky", progress: bool = True,
+                   regions: tuple[str, ...] = ("intratumoral",)) -> dict[str, Path]:
+    """Write ``OUT/radiomics_<mod>.csv`` (and ``radiomics_<mod>_<region>.csv`` for the other ``regions``) for
+    every modality of a ROI index; return their paths by table name (``radiomics_`` dropped: ``us``,
+    ``us_peritumoral``).
 
     Every failed patient is listed in one CaseError (and no table of that modality is written).
     """
@@ -77,8 +93,8 @@ def extract_cohort(roi_index: pd.DataFrame, out_dir: str | os.PathLike, dimensio
     params = {k: Path(v) for k, v in (DEFAULT_PARAMS | (params or {})).items()}
     rows = roi_index.to_dict("records")
     code = code_version()
-    jobs = [joblib.delayed(_extract_row)(row, params["3d" if use_volume else "2d"], use_volume, code)
-            for row in rows for use_volume in [dimension == "3d" and int(row["ndim"]) == 3]]
+    jobs = [joblib.delayed(_extract_row)(row, params["3d" if use_volume else "2d"], use_volume, code, region)
+            for row in rows for use_volume in [dimension == "3d" and int(row["ndim"]) == 3] for region in regions]
     with joblib.parallel_config(backend=backend, n_jobs=n_jobs):
         results = list(tqdm(joblib.Parallel(return_as="generator")(jobs), total=len(jobs),
                             desc="radiomics", unit="roi", disable=not progress))
@@ -88,8 +104,9 @@ def extract_cohort(roi_index: pd.DataFrame, out_dir: str | os.PathLike, dimensio
         raise CaseError(f"radiomics failed for {len(failures)} ROI(s):\n  " + "\n  ".join(failures))
     written = {}
     table = pd.DataFrame(results)
-    for modality, part in table.groupby("modality", sort=True):
-        features = part.drop(columns=[c for c in roi_index.columns if c not in ID_COLUMNS])
+    for (modality, region), part in table.groupby(["modality", "region"], sort=True):
+        features = part.drop(columns=[c for c in [*roi_index.columns, "region"] if c not in ID_COLUMNS])
         features = features.dropna(axis=1, how="all")
-        written[modality] = write_csv(features, Path(out_dir) / f"radiomics_{modality}.csv")
+        name = region_table_name(modality, region)
+        written[name.removeprefix("radiomics_")] = write_csv(features, Path(out_dir) / f"{name}.csv")
     return written
