@@ -8,6 +8,7 @@ from mmdlr.analysis.config import ConfigError, load_config
 from mmdlr.paths import CONFIG_DIR
 from mmdlr.pipeline.bundle import bundle_overrides
 from mmdlr.pipeline.config import load_run_config, parse_override
+from mmdlr.pipeline.run import per_fold_networks
 
 
 def test_paper_config_reproduces_the_paper_settings():
@@ -43,6 +44,15 @@ def test_overrides_reach_every_section():
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_run_config(CONFIG_DIR / "paper.yaml", [override])
+
+
+def test_finetune_under_nested_cv_loads_and_trains_one_network_per_outer_fold():
+    """Once refused; now the deep stage trains a network per outer fold (tests/analysis/test_leakage.py)."""
+    assert per_fold_networks(load_run_config(CONFIG_DIR / "nested_cv.yaml", ["deep.mode=finetune"]))
+    assert not per_fold_networks(load_run_config(CONFIG_DIR / "nested_cv.yaml"))
+    assert not per_fold_networks(load_run_config(CONFIG_DIR / "paper.yaml", ["deep.mode=finetune"]))
+    assert not per_fold_networks(load_run_config(CONFIG_DIR / "nested_cv.yaml",
+                                                 ["deep.mode=finetune", "deep.enabled=false"]))
 
 
 def test_io_max_decoded_mb_is_validated_and_read(monkeypatch):

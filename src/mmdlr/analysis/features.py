@@ -2,16 +2,21 @@
 
 Reads ``DIR/radiomics_<mod>.csv`` and ``DIR/deep_<mod>.csv`` (format in docs/contracts.md). Columns
 are renamed ``<family>_<mod>__<feature>`` so modalities never collide; a patient without a
-modality has NaN in that block.
+modality has NaN in that block. Fold tables ``DIR/deep_<mod>/<fold>.csv`` (a network fine-tuned on one
+outer fold's training patients, ``split`` = that fold's train/test) replace a block's features in that
+fold (:meth:`FeatureSet.in_fold`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+
+from mmdlr.evaluate import Fold
 
 TABLE_FAMILIES = ("radiomics", "deep")
 REGION_SUFFIXES = {"_peritumoral": "peritumoral"}  # radiomics_<mod>_peritumoral.csv: the ring's own block
@@ -41,9 +46,19 @@ class Block:
         return [f"{self.name}__{feature}" for feature in self.features]
 
 
+@dataclass(frozen=True)
+class FoldBlock:
+    """A block's features from a network trained on one outer fold's training patients."""
+
+    source: str
+    frame: pd.DataFrame
+    tested: frozenset[str]  # the fold's test patients, never seen by that network
+
+
 @dataclass
 class FeatureSet:
-    """All feature tables of a cohort, aligned on patient_id."""
+    """All feature tables of a cohort, aligned on patient_id; ``fold_blocks``: fold name -> block name ->
+    that fold's features of the block (fine-tuned networks under nested CV), else empty."""
 
     frame: pd.DataFrame
     blocks: dict[str, Block]
@@ -52,7 +67,35 @@ class FeatureSet:
     groups: pd.Series
     modalities: list[str]
     absent: list[str] = field(default_factory=list)
+    fold_blocks: dict[str, dict[str, FoldBlock]] = field(default_factory=dict)
     perturbed: dict[str, pd.DataFrame] = field(default_factory=dict)  # contour perturbation -> radiomics columns
+
+    def in_fold(self, fold: Fold | None) -> "FeatureSet":
+        """The set an outer fold is fitted and tested on: a block with fold tables takes the fold's features,
+        from a network that never saw the fold's test patients (``fold=None``, the final fit on all
+        patients: the all-patient tables). Raises :class:`FeatureTableError` if the fold has no fold tables
+        or they were written for other test patients."""
+        if not self.fold_blocks:
+            return self
+        if fold is None:
+            return dataclasses.replace(self, fold_blocks={})
+        if fold.name not in self.fold_blocks:
+            raise FeatureTableError(f"no fold tables for outer fold {fold.name} (there are "
+                                    f"{', '.join(self.fold_blocks)}): the fine-tuned deep features were made for "
+                                    "another protocol or other folds; rerun the deep stage (mmdlr run) with this "
+                                    "analysis config")
+        values = self.frame.to_numpy(copy=True)
+        for block in self.fold_blocks[fold.name].values():
+            expected = frozenset(fold.test).intersection(block.frame.index)
+            if block.tested != expected:
+                patient = sorted(block.tested ^ expected)[0]
+                raise FeatureTableError(f"{block.source}: its network's test patients are not outer fold {fold.name}'s "
+                                        f"(e.g. patient {patient}); the fold tables were made for other folds: rerun "
+                                        "the deep stage (mmdlr run) with this analysis config")
+            columns = self.frame.columns.get_indexer(block.frame.columns)
+            values[:, columns] = block.frame.reindex(self.frame.index).to_numpy()
+        frame = pd.DataFrame(values, index=self.frame.index, columns=self.frame.columns)
+        return dataclasses.replace(self, frame=frame, fold_blocks={})
 
     def block_columns(self, names: Sequence[str]) -> dict[str, list[str]]:
         """Block spec (name -> columns) of the named blocks."""
@@ -131,7 +174,7 @@ def load_feature_set(directory: str | Path, modalities: Sequence[str] | None = N
     modalities = list(modalities) if modalities else sorted({modality for _, modality, _ in found})
     if not modalities:
         raise FileNotFoundError(f"no radiomics_<mod>.csv or deep_<mod>.csv tables in {directory}")
-    blocks, frames, meta, absent, perturbed = {}, [], [], [], {}
+    blocks, frames, meta, absent, fold_blocks, perturbed = {}, [], [], [], {}, {}
     for family, modality, region in [(f, m, r) for f in TABLE_FAMILIES for m in modalities
                                      for r in ("intratumoral", *REGION_SUFFIXES.values())]:
         path = found.get((family, modality, region))
@@ -146,6 +189,8 @@ def load_feature_set(directory: str | Path, modalities: Sequence[str] | None = N
             perturbed.setdefault(name, []).append(values.reindex(columns=list(block.features))
                                                   .set_axis(block.columns, axis=1))
         meta.append(table[list(META_COLUMNS)].assign(source=path.name))
+        for fold, fold_block in _fold_blocks(directory / path.stem, table, block).items():
+            fold_blocks.setdefault(fold, {})[block.name] = fold_block
     if not blocks:
         raise FileNotFoundError(f"none of the feature tables for modalities {modalities} exist in {directory}")
     labels, split, groups = _patient_meta(pd.concat(meta, ignore_index=True))
@@ -153,8 +198,34 @@ def load_feature_set(directory: str | Path, modalities: Sequence[str] | None = N
     frame = pd.concat(frames, axis=1).reindex(labels.index)
     # one float block: row and column selections in the folds are then a single numpy take
     frame = pd.DataFrame(frame.to_numpy(dtype=float), index=frame.index, columns=frame.columns)
+    _require_same_folds(fold_blocks, directory)
     perturbed = {name: pd.concat(parts, axis=1) for name, parts in perturbed.items()}
-    return FeatureSet(frame, blocks, labels, split, groups, modalities, absent, perturbed=perturbed)
+    return FeatureSet(frame, blocks, labels, split, groups, modalities, absent, fold_blocks, perturbed=perturbed)
+
+
+def _fold_blocks(folder: Path, table: pd.DataFrame, block: Block) -> dict[str, FoldBlock]:
+    """Fold name -> the block's features in ``folder/<fold>.csv``, each covering the main table's patients."""
+    fold_blocks = {}
+    for path in sorted(folder.glob("*.csv")):
+        fold_table = read_feature_table(path)
+        source = f"{folder.name}/{path.name}"
+        if set(fold_table["patient_id"]) != set(table["patient_id"]):
+            patient = sorted(set(fold_table["patient_id"]) ^ set(table["patient_id"]))[0]
+            raise FeatureTableError(f"{source}: patient {patient} is in one of {source} and {folder.name}.csv only; "
+                                    "rerun the deep stage")
+        tested = frozenset(fold_table.loc[fold_table["split"].str.lower() == "test", "patient_id"])
+        fold_blocks[path.stem] = FoldBlock(source, block_frame(fold_table, block), tested)
+    return fold_blocks
+
+
+def _require_same_folds(fold_blocks: dict[str, dict[str, FoldBlock]], directory: Path) -> None:
+    """Every block with fold tables has one for every fold."""
+    with_folds = sorted({name for per_block in fold_blocks.values() for name in per_block})
+    for fold, per_block in fold_blocks.items():
+        missing = [name for name in with_folds if name not in per_block]
+        if missing:
+            raise FeatureTableError(f"{directory}: {missing[0]}/{fold}.csv is missing while other blocks have "
+                                    f"fold {fold}; rerun the deep stage")
 
 
 def _patient_meta(meta: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series]:

@@ -46,12 +46,12 @@ class AnalysisResult:
     skipped: list[SkippedRow]
 
 
-def outer_folds(features: FeatureSet, config: AnalysisConfig) -> list[Fold]:
-    """The hold-out split or the repeated outer folds of nested CV, over all patients."""
+def outer_folds(labels: pd.Series, groups: pd.Series, split: pd.Series, config: AnalysisConfig) -> list[Fold]:
+    """The hold-out split or the repeated outer folds of nested CV over the patients of ``labels`` (index
+    sorted by patient_id, as :func:`load_feature_set` gives them; the deep stage computes the same folds)."""
     if config.protocol == "holdout":
-        return [holdout_fold(features.labels, features.groups, features.split, config.holdout.test_size, config.seed)]
-    return repeated_folds(features.labels, features.groups, config.nested_cv.outer_folds,
-                          config.nested_cv.repeats, config.seed)
+        return [holdout_fold(labels, groups, split, config.holdout.test_size, config.seed)]
+    return repeated_folds(labels, groups, config.nested_cv.outer_folds, config.nested_cv.repeats, config.seed)
 
 
 @contextmanager
@@ -90,7 +90,7 @@ def run_analysis(features_dir: str | Path, out_dir: str | Path, config: Analysis
     if not rows:
         raise FeatureTableError(f"no analysis row can run on {features_dir}: "
                          + "; ".join(f"{r.family} / {r.method}: {r.reason}" for r in skipped))
-    folds = outer_folds(features, config)
+    folds = outer_folds(features.labels, features.groups, features.split, config)
     fits = [(fold, config.save_models and config.protocol == "holdout") for fold in folds]
     if config.save_models and config.protocol == "nested_cv":
         fits.append((None, True))
@@ -139,14 +139,15 @@ def _fit_grid(rows: list[GridRow], fits: list[tuple[Fold | None, bool]], feature
     if config.threshold == "youden":
         out_of_fold |= {row.blocks[0] for row in rows if row.kind == SINGLE}
     blocks = list(dict.fromkeys(name for row in rows if row.kind in late_kinds for name in row.blocks))
-    block_tasks = [(fit_block, name, fold, features, config, name in out_of_fold)
+    fold_features = {_fold_name(fold): features.in_fold(fold) for fold, _ in fits}  # each fold's own deep features
+    block_tasks = [(fit_block, name, fold, fold_features[_fold_name(fold)], config, name in out_of_fold)
                    for fold, _ in fits for name in blocks]
-    row_tasks = [(fit_row, row, fold, features, config, keep)
+    row_tasks = [(fit_row, row, fold, fold_features[_fold_name(fold)], config, keep)
                  for row in rows if row.kind not in late_kinds for fold, keep in fits]
     with parallel_backend(config.parallel):
         results = run_parallel(_call, block_tasks + row_tasks, "analysis grid: models", progress, ordered=True)
         block_fits = {(task[1], _fold_name(task[2])): fit for task, fit in zip(block_tasks, results)}
-        fusion_tasks = [(row, fold, features, config, keep,
+        fusion_tasks = [(row, fold, fold_features[_fold_name(fold)], config, keep,
                          {name: block_fits[name, _fold_name(fold)] for name in row.blocks})
                         for row in rows if row.kind in late_kinds for fold, keep in fits]
         return results[len(block_tasks):] + run_parallel(fit_row, fusion_tasks, "analysis grid: fusion", progress)

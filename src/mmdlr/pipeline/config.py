@@ -181,9 +181,6 @@ def run_config_from_dict(values: dict) -> RunConfig:
         value = getattr(getattr(config, section), key)
         if value not in allowed:
             raise ConfigError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
-    if config.deep.enabled and config.deep.mode == "finetune" and config.analysis.protocol == "nested_cv":
-        raise ConfigError("deep.mode finetune with protocol nested_cv would train the network on the outer test "
-                          "folds; use deep.mode frozen (the paper's protocol) or protocol holdout")
     if not config.report.label_source.strip():
         raise ConfigError("report.label_source must name where the labels come from, e.g. histopathology")
     if not config.io.max_decoded_mb > 0:

@@ -2,13 +2,15 @@
 radiomics -> analysis grid -> CNN baselines -> Grad-CAM -> report, each stage resumable, with provenance.
 
 Run folder: ``manifest.csv`` (the cohort with its hold-out split fixed), ``roi/``, ``deep/`` (bundle
-outputs: checkpoints, logs), ``features/`` (radiomics_<mod>.csv, deep_<mod>.csv), ``results/``,
+outputs: checkpoints, logs; ``deep/folds/<fold>/`` for the per-fold networks of ``deep.mode: finetune``
+under nested CV), ``features/`` (radiomics_<mod>.csv, deep_<mod>.csv, deep_<mod>/<fold>.csv), ``results/``,
 ``baselines/`` (CNN baselines' bundle outputs), ``gradcam/``, ``report.html``, ``provenance.json``, ``stages/`` (one record per finished stage).
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,11 +20,11 @@ import numpy as np
 import pandas as pd
 
 from mmdlr.analysis.grid import _modality_label
-from mmdlr.analysis.runner import run_analysis
+from mmdlr.analysis.runner import outer_folds, run_analysis
 from mmdlr.analysis.summary import pooled_predictions
 from mmdlr.atomic import write_csv
 from mmdlr.errors import ManifestError
-from mmdlr.evaluate import holdout_fold
+from mmdlr.evaluate import Fold, holdout_fold
 from mmdlr.io.limits import set_max_decoded_mb
 from mmdlr.io.manifest import Manifest, parse_label, read_manifest
 from mmdlr.io.validate import validate_manifest
@@ -71,19 +73,70 @@ def _fixed_split_manifest(manifest: Manifest, config: RunConfig, path: Path) -> 
     return write_csv(table, path)
 
 
-def _deep_stage(manifest: Manifest, config: RunConfig, out: Path) -> list[Path]:
+def per_fold_networks(config: RunConfig) -> bool:
+    """Whether the deep stage trains one network per outer fold: a fine-tuned network under nested CV
+    (frozen-backbone features do not depend on labels; under hold-out the one network skips the test split)."""
+    return config.deep.enabled and config.deep.mode == "finetune" and config.analysis.protocol == "nested_cv"
+
+
+def _per_fold_key(config: RunConfig) -> list | None:
+    """What the per-fold networks depend on beyond the manifest and the deep section (None without them)."""
+    analysis = config.section("analysis")
+    return [analysis[name] for name in ("nested_cv", "seed", "modalities")] if per_fold_networks(config) else None
+
+
+def nested_folds(manifest: Manifest, config: RunConfig) -> list[Fold]:
+    """The analysis's outer folds of nested CV, from the manifest's patients with one of its modalities, sorted
+    by id as the feature tables give them (the analysis refuses fold tables made for other folds)."""
+    table = manifest.table.set_index("patient_id").sort_index()
+    images = table.columns.intersection([f"{m}_image" for m in config.analysis.modalities or manifest.modalities])
+    table = table[(table[images] != "").any(axis=1)]
+    groups = table["group"] if "group" in table else pd.Series("", index=table.index)
+    return outer_folds(table["label"].map(parse_label), groups, pd.Series("", index=table.index), config.analysis)
+
+
+def _fold_manifests(manifest: Manifest, folds: list[Fold], folder: Path) -> dict[str, Path]:
+    """Per outer fold, ``folder/<fold>/manifest.csv``: the run's manifest with the fold's test patients
+    ``test`` and every other ``train``, so the bundle trains and validates on the fold's training patients."""
+    shutil.rmtree(folder, ignore_errors=True)  # networks of an earlier run's folds
+    table = manifest.table
+    return {fold.name: write_csv(table.assign(split=np.where(table["patient_id"].isin(fold.test), "test", "train")),
+                                 folder / fold.name / "manifest.csv") for fold in folds}
+
+
+def _train_and_embed(config: RunConfig, modality: str, manifest_path: Path, deep_dir: Path,
+                     features_path: Path) -> list[Path]:
+    """train.json on the manifest's non-test patients, then inference.json's deep features of every patient."""
     deep = config.deep
-    written = []
+    run_bundle_config("train", "train", **bundle_overrides(
+        config, deep_dir, modality, manifest=str(manifest_path), weights=deep.weights, mode=deep.mode,
+        max_epochs=deep.max_epochs, batch_size=deep.batch_size, learning_rate=deep.learning_rate, seed=deep.seed))
+    run_bundle_config("inference", **bundle_overrides(config, deep_dir, modality, manifest=str(manifest_path),
+                                                      output_path=str(features_path)))
+    return [features_path, deep_dir / "models" / modality / "model.pt"]
+
+
+def _deep_stage(manifest: Manifest, config: RunConfig, out: Path) -> list[Path]:
+    """Per modality: the network of the run's split (all non-test patients) and its ``deep_<mod>.csv``; with
+    :func:`per_fold_networks` also one network per outer fold and its ``deep_<mod>/<fold>.csv``."""
+    deep = config.deep
+    folds = nested_folds(manifest, config) if per_fold_networks(config) else []
+    fold_manifests = _fold_manifests(manifest, folds, out / "deep" / "folds")
+    if folds:
+        log.info("deep.mode finetune under nested CV: %d networks per modality, one per outer fold on its training "
+                 "patients (their features and Grad-CAM for its test patients) and one on all patients (saved models)",
+                 len(folds) + 1)
+    written = list(fold_manifests.values())
     for modality in manifest.modalities:
         log.info("deep features: %s (%s, %s)", modality, deep.backbone, deep.mode)
-        run_bundle_config("train", "train", **bundle_overrides(
-            config, out / "deep", modality, manifest=str(manifest.path), weights=deep.weights, mode=deep.mode,
-            max_epochs=deep.max_epochs, batch_size=deep.batch_size, learning_rate=deep.learning_rate,
-            seed=deep.seed))
-        output = out / "features" / f"deep_{modality}.csv"
-        run_bundle_config("inference", **bundle_overrides(config, out / "deep", modality,
-                                                          manifest=str(manifest.path), output_path=str(output)))
-        written += [output, out / "deep" / "models" / modality / "model.pt"]
+        fold_tables = out / "features" / f"deep_{modality}"
+        shutil.rmtree(fold_tables, ignore_errors=True)  # an earlier run's folds would replace this run's features
+        written += _train_and_embed(config, modality, manifest.path, out / "deep",
+                                    out / "features" / f"deep_{modality}.csv")
+        for fold in folds:
+            log.info("deep features: %s, outer fold %s", modality, fold.name)
+            written += _train_and_embed(config, modality, fold_manifests[fold.name], out / "deep" / "folds" / fold.name,
+                                        fold_tables / f"{fold.name}.csv")
     return written
 
 
@@ -102,7 +155,8 @@ def gradcam_cases(deep_table: pd.DataFrame, per_kind: int, out_of_fold: pd.DataF
     """The most confident correct and wrong cases of one modality, judged out of sample where possible: by the
     network's head on the test split, else by ``out_of_fold`` (patient_id, probability: the analysis's
     out-of-fold predictions), else (neither) in-sample on every patient. ``probability_source`` says which;
-    ``head_prob_malignant`` is always the probability of the network whose Grad-CAM is drawn."""
+    ``head_prob_malignant`` is always the probability of the network whose Grad-CAM is drawn (a ``fold``
+    column, kept, names each case's network)."""
     if (deep_table["split"] == "test").any():
         table = deep_table[deep_table["split"] == "test"].assign(probability=deep_table["head_prob_malignant"],
                                                                  probability_source=TEST_SPLIT)
@@ -115,7 +169,7 @@ def gradcam_cases(deep_table: pd.DataFrame, per_kind: int, out_of_fold: pd.DataF
     table = table.assign(correct=predicted == table["label"], confidence=(table["probability"] - 0.5).abs())
     picks = [table[table["correct"] == kind].nlargest(per_kind, "confidence") for kind in (True, False)]
     return pd.concat(picks)[["patient_id", "label", "probability", "probability_source", "correct",
-                             "head_prob_malignant"]]
+                             "head_prob_malignant", *(["fold"] if "fold" in table else [])]]
 
 
 def _out_of_fold(predictions: Path, modality: str) -> pd.DataFrame | None:
@@ -125,21 +179,42 @@ def _out_of_fold(predictions: Path, modality: str) -> pd.DataFrame | None:
     return pooled_predictions(chosen) if len(chosen) else None
 
 
+def _tested_by_fold_networks(folder: Path, folds: list[Fold]) -> pd.DataFrame:
+    """Each patient's row (split ``test``) of the fold table of the first outer fold that tested it, ``fold``
+    naming it: the head probability of a network that never saw the patient."""
+    tables = [pd.read_csv(folder / f"{fold.name}.csv", keep_default_na=False, dtype={"patient_id": str},
+                          usecols=GRADCAM_COLUMNS).query("split == 'test'").assign(fold=fold.name) for fold in folds]
+    return pd.concat(tables, ignore_index=True).drop_duplicates("patient_id")
+
+
+def _cases_by_network(cases: pd.DataFrame, deep_dir: Path) -> list[tuple[Path, str, pd.DataFrame]]:
+    """(bundle output folder, name, cases) per network drawing Grad-CAM: each fold's (``fold`` column) or the one."""
+    if "fold" not in cases:
+        return [(deep_dir, "patients", cases)]
+    return [(deep_dir / "folds" / fold, f"patients_{fold}", chosen)
+            for fold, chosen in cases.groupby("fold", sort=False)]
+
+
 def _gradcam_stage(manifest: Manifest, config: RunConfig, out: Path) -> list[Path]:
     written = []
+    folds = nested_folds(manifest, config) if per_fold_networks(config) else []
     for modality in manifest.modalities:
-        deep_table = pd.read_csv(out / "features" / f"deep_{modality}.csv", keep_default_na=False,
-                                 dtype={"patient_id": str}, usecols=GRADCAM_COLUMNS)
         out_of_fold = None
-        if config.analysis.protocol == "nested_cv":  # the head was trained on every patient: judge it out of fold
+        if folds:  # each case judged and drawn by a network of a fold that tested it
+            deep_table = _tested_by_fold_networks(out / "features" / f"deep_{modality}", folds)
+        else:
+            deep_table = pd.read_csv(out / "features" / f"deep_{modality}.csv", keep_default_na=False,
+                                     dtype={"patient_id": str}, usecols=GRADCAM_COLUMNS)
+        if config.analysis.protocol == "nested_cv" and not folds:  # the head saw every patient: judge out of fold
             deep_table["split"] = ""
             out_of_fold = _out_of_fold(out / "results" / "predictions.csv", modality)
         cases = gradcam_cases(deep_table, config.report.gradcam_cases, out_of_fold)
         target = out / "gradcam" / modality
-        patients_file = write_patient_list(cases["patient_id"], target / "patients.json")
-        run_bundle_config("gradcam", **bundle_overrides(config, out / "deep", modality, manifest=str(manifest.path),
-                                                        gradcam_dir=str(target), patients_file=str(patients_file),
-                                                        num_patients=len(cases)))
+        for deep_dir, name, chosen in _cases_by_network(cases, out / "deep"):
+            patients_file = write_patient_list(chosen["patient_id"], target / f"{name}.json")
+            run_bundle_config("gradcam", **bundle_overrides(config, deep_dir, modality, manifest=str(manifest.path),
+                                                            gradcam_dir=str(target), patients_file=str(patients_file),
+                                                            num_patients=len(chosen)))
         written.append(write_csv(cases, target / "cases.csv"))
     return written
 
@@ -183,7 +258,8 @@ def run_pipeline(manifest_path: str | Path, config: RunConfig, out_dir: str | Pa
                         keep_default_na=False)
     split_key = file_digest(out / "manifest.csv")  # content: a setting that leaves the split alone reruns nothing
     if config.deep.enabled:
-        runner.run("deep", [roi_key, split_key, config.section("deep")], lambda: _deep_stage(manifest, config, out))
+        runner.run("deep", [roi_key, split_key, config.section("deep"), _per_fold_key(config)],
+                   lambda: _deep_stage(manifest, config, out))
     params = [Path(config.radiomics.params_2d or DEFAULT_PARAMS["2d"]).read_text(),
               Path(config.radiomics.params_3d or DEFAULT_PARAMS["3d"]).read_text()]
     runner.run("radiomics", [roi_key, split_key, config.section("radiomics"), params],
@@ -196,8 +272,10 @@ def run_pipeline(manifest_path: str | Path, config: RunConfig, out_dir: str | Pa
         runner.run("baselines", [roi_key, split_key, config.section("deep"), config.section("analysis")["bootstrap"]],
                    lambda: baselines_stage(manifest, config, out))
     if config.deep.enabled:
-        # hold-out cases are chosen by the network's own head; nested-CV cases by the analysis's out-of-fold row
-        chosen_by = runner.records["analysis"].key if config.analysis.protocol == "nested_cv" else "head"
+        # cases chosen by a network's head on patients it never saw (hold-out, per-fold networks), else (one
+        # network trained on every patient under nested CV) by the analysis's out-of-fold row
+        nested_one_network = config.analysis.protocol == "nested_cv" and not per_fold_networks(config)
+        chosen_by = runner.records["analysis"].key if nested_one_network else "head"
         runner.run("gradcam", [runner.records["deep"].key, chosen_by, config.section("report")],
                    lambda: _gradcam_stage(manifest, config, out))
     report = out / "report.html"
