@@ -42,12 +42,14 @@ def test_report_settings_are_validated(report, message):
 
 
 def test_nested_cv_table_shows_fold_mean_and_pooled_auc_under_their_own_names():
-    table = pd.DataFrame({"method": ["US"], "n_patients": [40], "AUC [95% CI]": ["0.986 [0.950-1.000]"],
+    metrics = {f"{m}{end}": [value] for m in ("accuracy", "auc", "sensitivity", "specificity")
+               for end, value in (("", 0.986), ("_low", 0.95), ("_high", 1.0))}
+    table = pd.DataFrame({"method": ["US"], "n_patients": [40], **metrics, "classifier": ["SVM"],
                           "pooled_auc": [0.99], "pooled_auc_low": [0.97], "pooled_auc_high": [1.0]})
-    nested = _result_table(table, "nested_cv")
+    nested, _ = _result_table(table, "nested_cv")
     assert "Fold-mean AUC [95% CI]" in nested and "Pooled OOF AUC [95% CI]" in nested
     assert "0.990 [0.970-1.000]" in nested  # the number the nested-CV ROC legend shows
-    holdout = _result_table(table.drop(columns=["pooled_auc", "pooled_auc_low", "pooled_auc_high"]), "holdout")
+    holdout, _ = _result_table(table.drop(columns=["pooled_auc", "pooled_auc_low", "pooled_auc_high"]), "holdout")
     assert "Test AUC [95% CI]" in holdout and "Pooled OOF" not in holdout
 
 
@@ -81,19 +83,3 @@ def test_out_of_fold_probabilities_come_from_the_deep_single_modality_row(tmp_pa
     predictions.to_csv(tmp_path / "predictions.csv", index=False)
     out_of_fold = _out_of_fold(tmp_path / "predictions.csv", "mr").set_index("patient_id")["probability"]
     assert out_of_fold.to_dict() == pytest.approx({"007": 0.7, "8": 0.3})  # repeats averaged, ids kept as text
-
-
-def test_gradcam_section_escapes_folder_names_and_shows_no_file_outside_its_folder(tmp_path):
-    from PIL import Image
-
-    from mmdlr.report.html import _gradcam_section
-
-    folder = tmp_path / "gradcam" / "<img src=x onerror=alert(1)>"
-    folder.mkdir(parents=True)
-    Image.new("RGB", (4, 4)).save(tmp_path / "outside_gradcam.png")
-    Image.new("RGB", (4, 4)).save(folder / "P1_gradcam.png")
-    pd.DataFrame({"patient_id": ["P1", "../../outside"], "label": 1, "probability": 0.9, "head_prob_malignant": 0.9,
-                  "correct": True, "probability_source": TEST_SPLIT}).to_csv(folder / "cases.csv", index=False)
-    section = _gradcam_section(tmp_path)
-    assert "<IMG" not in section and "&lt;IMG SRC=X ONERROR=ALERT(1)&gt;" in section
-    assert section.count("<figure") == 1 and "outside" not in section
