@@ -72,6 +72,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="nested CV repeats (outer 5-fold x REPEATS)")
     parser.add_argument("--nested-classifiers", default=",".join(ALL_CLASSIFIERS),
                         help="classifiers searched by the nested-CV grid (comma list; default all seven)")
+    parser.add_argument("--protocols", default="nested_cv,holdout",
+                        help="protocols of the main rows (comma list; e.g. holdout to add its rows to a CSV alone)")
     parser.add_argument("--per-classifier", default="holdout,nested_cv",
                         help="protocols on which radiomics is also run with one classifier at a time ('' = none)")
     parser.add_argument("--per-classifier-repeats", type=int, default=1,
@@ -314,9 +316,11 @@ def main(argv=None) -> int:
         tables = {"radiomics_us.csv": radiomics_csv, "deep_us.csv": deep}
         dup_dir = feature_dir(work, f"dup_{variant}", tables)
         dedup_dir = feature_dir(work, f"dedup_{variant}", tables, keep=kept)
-        for protocol, config_file, folder, classifiers, extra in (
-                (nested_name, "nested_cv.yaml", dup_dir, nested_classifiers, {"nested_cv.repeats": repeats}),
-                (holdout_name, "paper.yaml", dedup_dir, holdout_classifiers, {})):
+        main_rows = {"nested_cv": (nested_name, "nested_cv.yaml", dup_dir, nested_classifiers,
+                                   {"nested_cv.repeats": repeats}),
+                     "holdout": (holdout_name, "paper.yaml", dedup_dir, holdout_classifiers, {})}
+        for protocol, config_file, folder, classifiers, extra in (main_rows[name] for name in
+                                                                   args.protocols.split(",")):
             config = analysis_config(config_file, families=families, classifiers=classifiers, **common, **extra)
             result, seconds = run_one(f"{config.protocol}_{variant}", folder, work, config)
             note = "" if len(classifiers) == 7 else f"classifiers searched: {','.join(classifiers)}"
