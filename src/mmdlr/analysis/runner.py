@@ -12,7 +12,6 @@ from pathlib import Path
 import pandas as pd
 import yaml
 from joblib import Parallel, delayed, parallel_config
-from tqdm.auto import tqdm
 
 from mmdlr.analysis.bundle import MODEL_SUFFIX, ModelBundle, save_bundle
 from mmdlr.analysis.clinical import clinical_table
@@ -28,6 +27,7 @@ from mmdlr.atomic import atomic_path, write_csv
 from mmdlr.evaluate import Fold, holdout_fold, patient_groups, repeated_folds
 from mmdlr.io.manifest import Manifest
 from mmdlr.parallel import dask_client
+from mmdlr.terminal import track
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def run_parallel(function: Callable, argument_lists: Sequence[tuple], descriptio
     :func:`parallel_backend`); results in completion order, or in the order of ``argument_lists``."""
     results = Parallel(return_as="generator" if ordered else "generator_unordered")(
         delayed(function)(*arguments) for arguments in argument_lists)
-    return list(tqdm(results, total=len(argument_lists), desc=description, disable=not progress))
+    return list(track(results, len(argument_lists), description, "fit", progress))
 
 
 def run_analysis(features_dir: str | Path, out_dir: str | Path, config: AnalysisConfig | str | Path | None = None,

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from mmdlr.atomic import atomic_path, write_csv
 from mmdlr.errors import CaseError, find_case_error
@@ -26,6 +25,7 @@ from mmdlr.io.writers import write_nifti
 from mmdlr.pipeline.stages import code_version
 from mmdlr.roi.regions import PeritumoralRingd, region_names
 from mmdlr.roi.transforms import CropLesionROId, SelectLargestLesionSliced
+from mmdlr.terminal import track
 
 ROI_FILES = ("image", "mask")
 INDEX_COLUMNS = ["patient_id", "modality", "label", "split", "group", "roi_dir", "ndim",
@@ -134,7 +134,7 @@ def crop_cohort(manifest: Manifest, out_dir: str | os.PathLike, settings: RoiSet
     rows, failures = [], []
     cases = [case for modality in manifest.modalities for case in manifest.cases(modality)]
     code = code_version()
-    for case in tqdm(cases, desc="crop ROIs", unit="roi", disable=not progress):
+    for case in track(cases, len(cases), "crop ROIs", "roi", progress):
         try:
             rows.append(crop_case(case, roi_root, settings, code))
         except Exception as error:
