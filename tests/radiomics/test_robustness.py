@@ -6,10 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mmdlr.analysis.config import ConfigError
 from mmdlr.errors import CaseError
 from mmdlr.io.manifest import read_manifest
+from mmdlr.pipeline.config import run_config_from_dict
+from mmdlr.pipeline.run import _radiomics_stage
 from mmdlr.radiomics.extract import extract_cohort
 from mmdlr.radiomics.robustness import extract_perturbed, feature_class, icc_table, plot_icc_by_class
+from mmdlr.report.html import Numbering, RunFacts, _figures_section
 from mmdlr.roi.cache import RoiSettings, crop_cohort
 from mmdlr.select.icc import feature_icc
 
@@ -47,15 +51,18 @@ def test_each_region_and_perturbation_gets_its_own_table(us_rois):
                                   regions=("intratumoral", "peritumoral"), progress=False)
     assert sorted(f"{p.parent.name}/{p.name}" for p in perturbed) == [
         "radiomics_us/erode_1px.csv", "radiomics_us/jitter_1px.csv",
-        "radiomics_us_peritumoral/erode_1px.csv", "radiomics_us_peritumoral/jitter_1px.csv"]
+        "radiomics_us_peritumoral/erode_1px.csv", "radiomics_us_peritumoral/jitter_1px.csv", "robustness/icc.csv"]
     eroded = pd.read_csv(out / "features/robustness/radiomics_us/erode_1px.csv").set_index("patient_id")
     assert (eroded["original_shape2D_PixelSurface"] < lesion["original_shape2D_PixelSurface"]).all()
 
-    icc = icc_table(out / "features")
+    icc = pd.read_csv(out / "features/robustness/icc.csv")
+    pd.testing.assert_frame_equal(icc, icc_table(out / "features"), check_dtype=False)
     assert set(icc["table"]) == {"radiomics_us", "radiomics_us_peritumoral"}
     area = icc[(icc["table"] == "radiomics_us") & (icc["feature"] == "original_shape2D_PixelSurface")]
     assert area["icc"].iloc[0] > 0.9 and area["feature_class"].iloc[0] == "shape2D"
     assert plot_icc_by_class(icc, out / "icc.png", 0.75).stat().st_size > 0
+    figures = _figures_section(out / "results", Numbering(), RunFacts("nested_cv", "patient", 1, 5, {}, {}))
+    assert "id='fig-icc'" in figures and "ICC(3,1) of every radiomic feature" in figures
 
 
 def test_a_perturbation_that_erases_the_lesion_names_the_patient(us_rois):
@@ -67,3 +74,27 @@ def test_a_perturbation_that_erases_the_lesion_names_the_patient(us_rois):
 def test_feature_class_of_plain_and_block_prefixed_names():
     assert feature_class("original_glcm_Contrast") == "glcm"
     assert feature_class("radiomics_us_peritumoral__original_shape2D_Elongation") == "shape2D"
+
+
+def test_radiomics_stage_writes_the_configured_regions_and_perturbations_only(us_rois, tmp_path):
+    index, _ = us_rois
+    (tmp_path / "features" / "robustness" / "radiomics_mg").mkdir(parents=True)
+    (tmp_path / "features" / "radiomics_mg_peritumoral.csv").write_text("an earlier run's region\n")
+    config = run_config_from_dict({"roi": {"regions": "both"},
+                                   "radiomics": {"robustness": ["erode_1px"], "n_jobs": 1}})
+    written = _radiomics_stage(index.head(5), config, tmp_path)
+    assert sorted(path.relative_to(tmp_path / "features").as_posix() for path in written) == [
+        "radiomics_us.csv", "radiomics_us_peritumoral.csv", "robustness/icc.csv",
+        "robustness/radiomics_us/erode_1px.csv", "robustness/radiomics_us_peritumoral/erode_1px.csv"]
+    assert not (tmp_path / "features" / "radiomics_mg_peritumoral.csv").exists()
+    assert not (tmp_path / "features" / "robustness" / "radiomics_mg").exists()
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ({"roi": {"regions": "ring"}}, "roi.regions must be one of intratumoral, peritumoral, both"),
+    ({"roi": {"peritumoral_mm": 0}}, "roi.peritumoral_mm must be a ring width > 0 mm"),
+    ({"radiomics": {"robustness": ["shrink_1px"]}}, "radiomics.robustness: contour perturbation 'shrink_1px'"),
+])
+def test_region_and_robustness_settings_are_checked_at_load(override, message):
+    with pytest.raises(ConfigError, match=message):
+        run_config_from_dict(override)

@@ -18,11 +18,13 @@ from mmdlr.deep.features import PRECISIONS
 from mmdlr.io.limits import CLI_MAX_DECODED_MB
 from mmdlr.pipeline.bundle import refuse_parsed_strings
 from mmdlr.roi.cache import RoiSettings
+from mmdlr.roi.regions import REGION_CHOICES, parse_perturbation
 
 # Settings with a fixed set of values, checked when a config is loaded (file, --set or provenance.json).
 CHOICES = {"radiomics.dimension": ("2d", "3d"), "deep.backbone": tuple(BACKBONES),
            "deep.mode": ("frozen", "finetune"), "deep.precision": PRECISIONS,
-           "roi.margin_unit": ("pixel", "percent"), "report.unit": ("patient", "image")}
+           "roi.margin_unit": ("pixel", "percent"), "report.unit": ("patient", "image"),
+           "roi.regions": REGION_CHOICES}
 
 
 @dataclass
@@ -34,12 +36,14 @@ class IoSection:
 
 @dataclass
 class RadiomicsSection:
-    """PyRadiomics: 2D on the ROI slice or 3D for volumes; params files default to configs/."""
+    """PyRadiomics: 2D on the ROI slice or 3D for volumes; params files default to configs/; ``robustness``:
+    contour perturbations (``erode_1px``, ``dilate_0.5mm``, ``jitter_1px``) to re-extract every region under."""
 
     dimension: str = "2d"
     params_2d: str | None = None
     params_3d: str | None = None
     n_jobs: int = 2
+    robustness: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -183,6 +187,13 @@ def run_config_from_dict(values: dict) -> RunConfig:
             raise ConfigError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
     if not config.report.label_source.strip():
         raise ConfigError("report.label_source must name where the labels come from, e.g. histopathology")
+    if not config.roi.peritumoral_mm > 0:
+        raise ConfigError(f"roi.peritumoral_mm must be a ring width > 0 mm, not {config.roi.peritumoral_mm!r}")
+    for perturbation in config.radiomics.robustness:
+        try:
+            parse_perturbation(str(perturbation))
+        except ValueError as error:
+            raise ConfigError(f"radiomics.robustness: {error}") from None
     if not config.io.max_decoded_mb > 0:
         raise ConfigError(f"io.max_decoded_mb must be a positive number of MB, not {config.io.max_decoded_mb!r}")
     unknown = [name for name in config.deep.baselines if name not in BACKBONES]

@@ -36,7 +36,9 @@ from mmdlr.pipeline.preflight import require_preflight
 from mmdlr.pipeline.provenance import input_hashes, write_provenance
 from mmdlr.pipeline.stages import StageRunner, code_version
 from mmdlr.radiomics.extract import DEFAULT_PARAMS, extract_cohort
+from mmdlr.radiomics.robustness import ROBUSTNESS_DIR, extract_perturbed
 from mmdlr.roi.cache import crop_cohort, file_digest
+from mmdlr.roi.regions import region_names
 
 log = logging.getLogger("mmdlr")
 GRADCAM_COLUMNS = ["patient_id", "label", "split", "head_prob_malignant"]
@@ -143,12 +145,23 @@ def _deep_stage(manifest: Manifest, config: RunConfig, out: Path) -> list[Path]:
 def _radiomics_stage(index: pd.DataFrame, config: RunConfig, out: Path) -> list[Path]:
     section, parallel = config.radiomics, config.analysis.parallel
     params = {"2d": section.params_2d or DEFAULT_PARAMS["2d"], "3d": section.params_3d or DEFAULT_PARAMS["3d"]}
+    regions, features = region_names(config.roi.regions), out / "features"
+    for stale in features.glob("radiomics_*.csv"):  # an earlier run's regions would join the analysis
+        stale.unlink()
+    shutil.rmtree(features / ROBUSTNESS_DIR, ignore_errors=True)
+
+    def extract(backend: str) -> list[Path]:
+        written = list(extract_cohort(index, features, section.dimension, params, section.n_jobs, backend,
+                                      regions=regions).values())
+        if section.robustness:
+            written += extract_perturbed(index, features, section.robustness, section.dimension, params, regions,
+                                         section.n_jobs, backend)
+        return written
+
     if parallel.backend == "dask":
         with dask_client(parallel.scheduler_address, section.n_jobs):
-            written = extract_cohort(index, out / "features", section.dimension, params, section.n_jobs, "dask")
-    else:
-        written = extract_cohort(index, out / "features", section.dimension, params, section.n_jobs)
-    return list(written.values())
+            return extract("dask")
+    return extract("loky")
 
 
 def gradcam_cases(deep_table: pd.DataFrame, per_kind: int, out_of_fold: pd.DataFrame | None = None) -> pd.DataFrame:

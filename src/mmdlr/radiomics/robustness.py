@@ -16,10 +16,10 @@ import os
 from pathlib import Path
 
 import joblib
-import matplotlib
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
+from matplotlib.figure import Figure
 
 from mmdlr.analysis.features import read_perturbed
 from mmdlr.atomic import atomic_path, write_csv
@@ -32,6 +32,7 @@ from mmdlr.select.icc import feature_icc
 from mmdlr.terminal import track
 
 ROBUSTNESS_DIR = "robustness"  # read back by mmdlr.analysis.features.read_perturbed
+ICC_TABLE = "icc.csv"  # every feature's ICC on all patients (label-free), for the report
 
 
 def perturbed_mask_name(perturbation: str, region: str) -> str:
@@ -75,7 +76,8 @@ def extract_perturbed(roi_index: pd.DataFrame, out_dir: str | os.PathLike, pertu
                       dimension: str = "2d", params: dict[str, str | os.PathLike] | None = None,
                       regions: tuple[str, ...] = ("intratumoral",), n_jobs: int = 1, backend: str = "loky",
                       progress: bool = True) -> list[Path]:
-    """Write ``OUT/robustness/<table>/<perturbation>.csv`` for every perturbation, region and modality.
+    """Write ``OUT/robustness/<table>/<perturbation>.csv`` for every perturbation, region and modality, and
+    ``OUT/robustness/icc.csv`` (:func:`icc_table`).
 
     Every failed patient is listed in one CaseError (no table written)."""
     for perturbation in perturbations:
@@ -100,6 +102,7 @@ def extract_perturbed(roi_index: pd.DataFrame, out_dir: str | os.PathLike, pertu
                                       if c not in ID_COLUMNS]).dropna(axis=1, how="all")
         written.append(write_csv(features, Path(out_dir) / ROBUSTNESS_DIR / region_table_name(modality, region)
                                  / f"{perturbation}.csv"))
+    written.append(write_csv(icc_table(out_dir), Path(out_dir) / ROBUSTNESS_DIR / ICC_TABLE))
     return written
 
 
@@ -127,14 +130,13 @@ def icc_table(features_dir: str | os.PathLike) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
 
-def plot_icc_by_class(icc: pd.DataFrame, path: str | os.PathLike, threshold: float | None = None) -> Path:
-    """Box plot of the ICC(3,1) distribution per feature class, one panel per table; ``threshold`` drawn."""
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def icc_figure(icc: pd.DataFrame, threshold: float | None = None) -> Figure:
+    """Box plots of the ICC(3,1) distribution per feature class (of :func:`icc_table`), one panel per table;
+    ``threshold`` drawn as a dashed line."""
     tables = list(dict.fromkeys(icc["table"]))
-    figure, axes = plt.subplots(1, len(tables), figsize=(5 * len(tables), 3.6), squeeze=False, sharey=True)
-    for ax, table in zip(axes[0], tables):
+    figure = Figure(figsize=(5 * len(tables), 3.6), layout="tight")
+    axes = figure.subplots(1, len(tables), squeeze=False, sharey=True)[0]
+    for ax, table in zip(axes, tables):
         part = icc[(icc["table"] == table) & icc["icc"].notna()]
         classes = sorted(set(part["feature_class"]))
         ax.boxplot([part.loc[part["feature_class"] == c, "icc"] for c in classes])
@@ -144,9 +146,12 @@ def plot_icc_by_class(icc: pd.DataFrame, path: str | os.PathLike, threshold: flo
             ax.axhline(threshold, color="tab:red", linestyle="--", linewidth=1, label=f"threshold {threshold}")
             ax.legend(fontsize=7, loc="lower left")
         ax.set_title(table, fontsize=9)
-    axes[0][0].set_ylabel("ICC(3,1) under contour perturbations")
-    figure.tight_layout()
+    axes[0].set_ylabel("ICC(3,1) under contour perturbations")
+    return figure
+
+
+def plot_icc_by_class(icc: pd.DataFrame, path: str | os.PathLike, threshold: float | None = None) -> Path:
+    """:func:`icc_figure` written as a PNG."""
     with atomic_path(path) as temp:
-        figure.savefig(temp, dpi=110, format="png")
-    plt.close(figure)
+        icc_figure(icc, threshold).savefig(temp, dpi=110, format="png")
     return Path(path)

@@ -35,7 +35,8 @@ def feature_icc(ratings: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
         if len(values) >= MIN_TARGETS and np.ptp(values) > 0:
             long = pd.DataFrame({"patient": np.repeat(np.arange(len(values)), len(raters)),
                                  "rater": np.tile(np.arange(len(raters)), len(values)), "value": values.ravel()})
-            result = pingouin.intraclass_corr(long, "patient", "rater", "value").set_index("Type").loc[ICC_TYPE]
+            with np.errstate(divide="ignore", invalid="ignore"):  # F and its CI are infinite at perfect agreement
+                result = pingouin.intraclass_corr(long, "patient", "rater", "value").set_index("Type").loc[ICC_TYPE]
             icc, (low, high) = float(result["ICC"]), result["CI95"]
         rows.append({"feature": column, "icc": icc, "icc_low": low, "icc_high": high, "n_patients": len(values)})
     return pd.DataFrame(rows).set_index("feature")
