@@ -25,8 +25,9 @@ from mmdlr.errors import CaseError, find_case_error
 from mmdlr.fuse.late import LateFusion
 from mmdlr.io.manifest import LABEL_NAMES
 from mmdlr.io.readers import read_image
-from mmdlr.radiomics.extract import DEFAULT_PARAMS, extract_roi, roi_files
+from mmdlr.radiomics.extract import DEFAULT_PARAMS, extract_roi, region_mask_name, roi_files
 from mmdlr.roi.cache import crop_case
+from mmdlr.roi.regions import region_names
 from mmdlr.serve.deep import ModalityNetwork
 from mmdlr.serve.run_folder import RunFolder, ServedModel
 
@@ -60,6 +61,7 @@ class ModalityFeatures:
     roi: dict
     features: dict[str, dict[str, float]] = field(default_factory=dict)
     cnn_probability: float | None = None
+    regions: dict[str, dict[str, float]] = field(default_factory=dict)  # radiomics of other regions (roi.regions)
 
 
 @dataclass
@@ -177,6 +179,8 @@ class Predictor:
                         for modality, needed in families.items()}
         tables = {block_name(family, modality): pd.DataFrame([{"patient_id": patient_id, **values}])
                   for modality, result in computed.items() for family, values in result.features.items()}
+        tables |= {block_name("radiomics", modality, region): pd.DataFrame([{"patient_id": patient_id, **values}])
+                   for modality, result in computed.items() for region, values in result.regions.items()}
         return [self._apply(model, used, tables, computed) for model, used in chosen]
 
     def _modality_features(self, modality: str, files: CaseFiles, families: set[str], work: Path,
@@ -192,6 +196,8 @@ class Predictor:
             params = self.radiomics_params["3d" if use_volume else "2d"]
             check_radiomics_mask(read_image(roi_files(roi_dir, use_volume)[1]).array, params, files, patient_id)
             result.features["radiomics"] = extract_roi(roi_dir, params, use_volume)
+            for region in [r for r in region_names(self.folder.config.roi.regions) if r != "intratumoral"]:
+                result.regions[region] = extract_roi(roi_dir, params, use_volume, mask_name=region_mask_name(region))
         if "deep" in families:
             network = self.networks[modality]
             with case_errors():
