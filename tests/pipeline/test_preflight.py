@@ -107,6 +107,20 @@ def test_bundle_needs_two_of_each_class_per_modality_in_training(tmp_path):
     assert class_count_problems(manifest, no_deep) == []
 
 
+def test_finetuning_per_outer_fold_needs_two_of_each_class_in_every_folds_training(tmp_path):
+    """Two benign MG patients suffice for one network on every patient, not for a network per outer fold:
+    the fold that tests one of them trains on the other alone."""
+    n = 12
+    mg = [f"M{i}.png" if i in (0, 1) or i >= n else "" for i in range(2 * n)]
+    manifest = manifest_of(tmp_path, n, n, mg_image=mg, mg_mask=[m and "mask_" + m for m in mg])
+    nested = {**OFFLINE_SAFE, "protocol": "nested_cv"}
+    assert class_count_problems(manifest, run_config_from_dict(nested)) == []
+    finetune = {**nested, "deep": {**OFFLINE_SAFE["deep"], "mode": "finetune"}}
+    problems = class_count_problems(manifest, run_config_from_dict(finetune))
+    assert len(problems) == 1 and problems[0].startswith("modality mg: outer fold r1f")
+    assert "(1 benign" in problems[0] and "needs 2 of each" in problems[0]
+
+
 def test_offline_imagenet_weights_are_one_problem_naming_files_cache_and_alternatives(tmp_path, offline):
     problems = weights_problems(run_config_from_dict({}))
     assert len(problems) == 1

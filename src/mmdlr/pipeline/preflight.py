@@ -118,19 +118,26 @@ def _bundle_count_problems(manifest: Manifest, config: RunConfig, labels: pd.Ser
             fold = holdout_fold(labels, groups, given, config.analysis.holdout.test_size, config.analysis.seed)
         except ValueError as error:
             return [f"split: {error}"]
-        training = labels.index.isin(fold.train)
+        trainings = {"": labels.index.isin(fold.train)}
+    elif config.deep.mode == "finetune":  # one network per outer fold, on that fold's training patients
+        from mmdlr.pipeline.run import nested_folds
+
+        trainings = {f"outer fold {fold.name}: ": labels.index.isin(fold.train)
+                     for fold in nested_folds(manifest, config)}
     else:
-        training = (given != "test").to_numpy()
+        trainings = {"": (given != "test").to_numpy()}
     problems = []
     table = manifest.table.set_index("patient_id")
     for modality in manifest.modalities:
         present = ((table[f"{modality}_image"] != "") & (table[f"{modality}_mask"] != "")).to_numpy()
-        benign, malignant = _per_class(labels[training & present], groups[training & present])
-        if min(benign, malignant) < BUNDLE_PER_CLASS:
-            problems.append(
-                f"modality {modality}: the bundle trains its network on the training patients with {modality} "
-                f"({benign} benign, {malignant} malignant) and needs {BUNDLE_PER_CLASS} of each for its "
-                "train/validation split: add patients, or set deep.enabled=false and deep.baselines=[]")
+        for where, training in trainings.items():
+            benign, malignant = _per_class(labels[training & present], groups[training & present])
+            if min(benign, malignant) < BUNDLE_PER_CLASS:
+                problems.append(
+                    f"modality {modality}: {where}the bundle trains its network on the training patients with "
+                    f"{modality} ({benign} benign, {malignant} malignant) and needs {BUNDLE_PER_CLASS} of each for "
+                    "its train/validation split: add patients, or set deep.enabled=false and deep.baselines=[]")
+                break
     return problems
 
 
