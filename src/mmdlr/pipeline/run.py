@@ -34,7 +34,7 @@ from mmdlr.pipeline.bundle import bundle_overrides, run_bundle_config, write_pat
 from mmdlr.pipeline.config import RunConfig
 from mmdlr.pipeline.preflight import require_preflight
 from mmdlr.pipeline.provenance import input_hashes, write_provenance
-from mmdlr.pipeline.stages import StageRunner, code_version
+from mmdlr.pipeline.stages import STAGES, StageRunner, code_version
 from mmdlr.radiomics.extract import DEFAULT_PARAMS, extract_cohort
 from mmdlr.radiomics.robustness import ROBUSTNESS_DIR, extract_perturbed
 from mmdlr.roi.cache import crop_cohort, file_digest
@@ -45,7 +45,6 @@ GRADCAM_COLUMNS = ["patient_id", "label", "split", "head_prob_malignant"]
 # What judged the Grad-CAM cases (cases.csv's probability_source)
 TEST_SPLIT, OUT_OF_FOLD, IN_SAMPLE = ("network head, test split", "out-of-fold (analysis)",
                                       "network head, in-sample (trained on these patients)")
-STAGES = ("validate", "split", "crop", "deep", "radiomics", "analysis", "baselines", "gradcam", "report")
 
 
 @dataclass
@@ -244,7 +243,7 @@ def run_pipeline(manifest_path: str | Path, config: RunConfig, out_dir: str | Pa
     unknown = set(force) - set(STAGES)
     if unknown:
         raise ValueError(f"unknown stage(s) to force: {', '.join(sorted(unknown))}; stages: {', '.join(STAGES)}")
-    runner = StageRunner(out, force, code_version())
+    runner = StageRunner(out, force, code_version(), progress)
     source = Manifest.from_csv(manifest_path)
     hashes = input_hashes(source) if not source.structural_problems() else {}
 
