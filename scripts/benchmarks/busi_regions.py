@@ -32,8 +32,8 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from busi_quality import (REPO, analysis_config, import_manifests, result_rows, run_one,  # noqa: E402
-                          write_csv)
+from busi_quality import (REPO, analysis_config, delong_vs, import_manifests, result_rows,  # noqa: E402
+                          run_one, write_csv)
 
 log = logging.getLogger("busi_regions")
 
@@ -52,7 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="contour perturbations for the ICC (comma list)")
     parser.add_argument("--perturb-regions", default="intratumoral,peritumoral",
                         help="regions re-extracted under the perturbations (comma list)")
-    parser.add_argument("--icc-threshold", type=float, default=0.75, help="robust-only: keep ICC >= this")
+    parser.add_argument("--icc-threshold", type=float, default=0.9, help="robust-only: keep ICC >= this")
     parser.add_argument("--classifiers", default="lr,svm", help="classifiers searched (comma list)")
     parser.add_argument("--repeats", type=int, default=1, help="nested CV repeats (outer 5-fold x REPEATS)")
     parser.add_argument("--n-jobs", type=int, default=2, help="radiomics and analysis workers")
@@ -109,6 +109,26 @@ def write_icc(folder: Path, args: argparse.Namespace) -> None:
     print(summary.round(3).to_string())
 
 
+def analysis_name(threshold: float | None) -> str:
+    return f"regions_{'robust' if threshold is not None else 'all'}"
+
+
+def with_delong(rows: list[dict], work: Path, runs: dict[str, str]) -> list[dict]:
+    """Each row's DeLong p against the lesion alone with every feature (row US of the first analysis), on the
+    pooled out-of-fold probabilities of the same images; ``runs``: family label -> analysis folder name."""
+    predictions = []
+    for family in dict.fromkeys(row["family"] for row in rows):
+        path = work / "analysis" / runs[family] / "results" / "predictions.csv"
+        if path.is_file():
+            predictions.append(pd.read_csv(path, dtype={"patient_id": str}).assign(family=family))
+    if not predictions:
+        return rows
+    predictions = pd.concat(predictions, ignore_index=True)
+    reference = ("radiomics (all features)", "US")
+    return [row | {"delong_p_vs_radiomics": delong_vs(predictions, row["family"], row["fusion"], reference)}
+            for row in rows]
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -132,17 +152,19 @@ def main(argv=None) -> int:
     note = f"classifiers searched: {','.join(classifiers)}; ring {args.peritumoral_mm:g} px"
     rows = pd.read_csv(args.csv).to_dict("records") if args.csv.is_file() else []  # the other step's rows
     analyses = {"all": ("all features", None), "robust": (f"ICC >= {args.icc_threshold:g}", args.icc_threshold)}
-    for name, threshold in [analyses[step] for step in args.steps.split(",")]:
+    for name, threshold in [analyses[step] for step in filter(None, args.steps.split(","))]:
         rows = [row for row in rows if row["family"] != f"radiomics ({name})"]
         if threshold is not None:
             perturbed_features(folder, work, args)
             write_icc(folder, args)
         config = analysis_config("nested_cv.yaml", **common, **{"select.icc_threshold": threshold})
-        result, seconds = run_one(f"regions_{'robust' if threshold else 'all'}", folder, work, config)
+        result, seconds = run_one(analysis_name(threshold), folder, work, config)
         rows += result_rows(result, protocol, {"radiomics": f"radiomics ({name})"}, seconds, note)
         write_csv(rows, args.csv)
-    frame = write_csv(rows, args.csv)
-    print(frame[["family", "fusion", "classifier", "auc", "auc_low", "auc_high", "pooled_auc", "seconds"]]
+    runs = {f"radiomics ({name})": analysis_name(threshold) for name, threshold in analyses.values()}
+    frame = write_csv(with_delong(rows, work, runs), args.csv)
+    print(frame[["family", "fusion", "classifier", "auc", "auc_low", "auc_high", "pooled_auc",
+                 "delong_p_vs_radiomics", "seconds"]]
           .round(3).to_string(index=False))
     return 0
 
