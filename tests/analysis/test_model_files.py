@@ -210,3 +210,30 @@ def test_a_served_run_predicts_as_it_did_before_saving(finished_run, tmp_path):
         served = predicted.loc["_".join(Path(entry.path).with_suffix("").parts)]
         tolerance = 1e-12 if entry.family == "radiomics" else 1e-3  # the CNN's features, computed again
         np.testing.assert_allclose(served.loc[expected["patient_id"]], expected["probability"], atol=tolerance)
+
+
+def test_predict_extracts_the_peritumoral_ring_as_the_run_did(run_cohort, tmp_path):
+    """A radiomics run with roi.regions=both: `mmdlr predict` crops the ring again from the images and gives
+    the test patients exactly the probabilities of the run, the ring's rows included."""
+    from mmdlr.paths import CONFIG_DIR
+    from mmdlr.pipeline.config import load_run_config
+    from mmdlr.pipeline.run import run_pipeline
+
+    config = load_run_config(CONFIG_DIR / "paper.yaml", [
+        "deep.enabled=false", "deep.baselines=[]", "roi.regions=both", "modalities=[us]",
+        "classifiers={lr: {C: [1.0]}}", "inner_folds=2", "bootstrap.n=200", "parallel.n_jobs=1",
+        "fusion={ensemble: false, stacking: false}"])
+    run_dir = run_pipeline(run_cohort, config, tmp_path / "run", progress=False).out_dir
+    before = pd.read_csv(run_dir / "results" / "predictions.csv", dtype={"patient_id": str})
+    assert {"US peritumoral", "US intra+peritumoral"} <= set(before["method"])
+    out = tmp_path / "predictions.csv"
+    assert main(["-q", "predict", "--model-dir", str(run_dir), "--manifest",
+                 str(_test_patients(run_dir, tmp_path / "new.csv")), "--out", str(out)]) == 0
+    predicted = pd.read_csv(out, dtype={"patient_id": str}).set_index(["model", "patient_id"])["probability"]
+    index = pd.read_csv(run_dir / "results" / "models" / "index.csv")
+    ring_models = index[index["method"].str.contains("peritumoral")]
+    assert len(ring_models) == 2
+    for entry in ring_models.itertuples():
+        expected = before[(before["family"] == entry.family) & (before["method"] == entry.method)]
+        served = predicted.loc["_".join(Path(entry.path).with_suffix("").parts)]
+        np.testing.assert_allclose(served.loc[expected["patient_id"]], expected["probability"], atol=1e-12)
