@@ -31,7 +31,7 @@ def busi_dir() -> Path:
 FAST_RUN = ["deep.backbone=efficientnet_lite0", "deep.max_epochs=3", "deep.spatial_size=[64,64]",
             "deep.batch_size=8", "classifiers={lr: {C: [1.0]}, rf: {max_depth: [3]}}", "bootstrap.n=200",
             "inner_folds=2", "report.gradcam_cases=1", "deep.baselines=[densenet121]",
-            "deep.baseline_weights=none", "parallel.n_jobs=1"]  # a worker pool costs more than it saves here
+            "deep.baseline_weights=none"]
 
 
 @pytest.fixture(scope="session")
