@@ -512,8 +512,8 @@ def _gradcam_case(folder: Path, case: dict, model: str) -> str | None:
     if heatmap_file.parent != folder or arrays_file.parent != folder or not arrays_file.is_file() \
             or not heatmap_file.is_file():
         return None
-    arrays = np.load(arrays_file)
-    heatmap = np.load(heatmap_file)
+    arrays = np.load(arrays_file, allow_pickle=False)  # a run folder never makes the report unpickle
+    heatmap = np.load(heatmap_file, allow_pickle=False)
     label = "malignant" if int(case["label"]) else "benign"
     predicted = "malignant" if float(case["probability"]) >= 0.5 else "benign"
     verdict = "correct" if str(case.get("correct")) == "True" else "wrong"
