@@ -106,3 +106,23 @@ def test_missing_phantom_is_one_line_naming_the_file(tmp_path, capsys):
     assert main(["ibsi", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and "ibsi_1_reference_values_digital_phantom.csv" in error
+
+
+def test_a_phantom_larger_than_the_decode_limit_is_refused_before_decoding(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    import nibabel as nib
+    import numpy as np
+
+    from mmdlr.io.limits import ENVIRONMENT_KEY
+
+    if not (IBSI_DIR / "ibsi_1_reference_values_digital_phantom.csv").is_file():
+        pytest.skip(f"IBSI reference values not found at {IBSI_DIR}")
+    shutil.copy(IBSI_DIR / "ibsi_1_reference_values_digital_phantom.csv", tmp_path)
+    for name in ("phantom", "mask"):  # 2 MB decoded each
+        nib.Nifti1Image(np.zeros((128, 128, 128), np.uint8), np.eye(4)).to_filename(tmp_path / f"{name}.nii.gz")
+    monkeypatch.setenv(ENVIRONMENT_KEY, "1")
+    assert main(["ibsi", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "phantom.nii.gz" in error and "io.max_decoded_mb" in error
+    assert not (tmp_path / "out").exists()

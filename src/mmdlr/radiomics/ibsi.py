@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from mmdlr.io.readers import read_image
 from mmdlr.paths import CONFIG_DIR
 
 MAP_FILE = Path(__file__).with_name("ibsi_map.csv")
@@ -138,6 +139,7 @@ def phantom_values(data_dir: str | os.PathLike, presets: dict[str, Path] = PRESE
     for name in ("image", "mask"):
         if not (data_dir / PHANTOM_FILES[name]).is_file():
             raise FileNotFoundError(f"{data_dir / PHANTOM_FILES[name]}: IBSI digital phantom {name} not found")
+        read_image(data_dir / PHANTOM_FILES[name])  # its header against io.max_decoded_mb before SimpleITK decodes it
     for key, params in presets.items():
         if not Path(params).is_file():
             raise FileNotFoundError(f"{params}: {key} params file not found (default {PRESETS[key]})")
