@@ -153,7 +153,8 @@ def test_inference_writes_the_deep_feature_table(inferred, small_cohort, trained
     assert list(inferred["patient_id"]) == [case["patient_id"] for case in cases]
     assert "P0009" not in set(inferred["patient_id"])  # no ultrasound in the cohort
     features = [f"deep_{i:04d}" for i in range(1280)]
-    assert list(inferred.columns) == ["patient_id", "label", "split", "group", *features, "head_prob_malignant"]
+    assert list(inferred.columns) == ["patient_id", "label", "split", "group", "center", *features,
+                                      "head_prob_malignant"]
     assert set(inferred["label"]) == {0, 1} and set(inferred["split"]) == {"train", "test"}
     assert inferred["head_prob_malignant"].between(0, 1).all()
     assert inferred[features].to_numpy().std() > 0

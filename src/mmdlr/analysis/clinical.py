@@ -47,26 +47,29 @@ def _level_row(name: str, level: str, n_train: int, n_test: int, train_total: in
 
 
 def clinical_table(manifest: Manifest, fold: Fold) -> pd.DataFrame | None:
-    """Train vs test comparison of the manifest's pathology label and clinical columns.
+    """Train vs test comparison of the manifest's pathology label, centre (when the manifest names centres)
+    and clinical columns.
 
     Continuous variables (numeric with more than 10 distinct values): mean ± SD, t-test (Mann-Whitney p
     as well); others: n (%) per level, chi-square test. Missing cells (empty, NA, unknown, ...; see
     ``MISSING_VALUES``) are left out of both and counted on a "(missing)" line of the variable.
-    Returns None when the manifest has no clinical columns.
+    The centre is always categorical. Returns None when the manifest has no clinical columns and no centres.
     """
-    if not manifest.clinical_columns:
+    centers = [] if manifest.centers is None else [("center", manifest.centers)]
+    if not manifest.clinical_columns and not centers:
         return None
     table = manifest.table.set_index("patient_id")
     pathology = table["label"].map(parse_label).map(dict(enumerate(LABEL_NAMES))).fillna("")
     rows = []
-    for name, column in [("pathology", pathology)] + [(c, table[c]) for c in manifest.clinical_columns]:
+    for name, column in [("pathology", pathology), *centers] + [(c, table[c]) for c in manifest.clinical_columns]:
         present = column[~column.astype(str).str.strip().str.lower().isin(MISSING_VALUES)]
         train = present.reindex(pd.Index(fold.train)).dropna()
         test = present.reindex(pd.Index(fold.test)).dropna()
         if train.empty or test.empty:
             continue
         both = pd.concat([train, test])
-        rows += _continuous_rows(name, train, test) if _is_continuous(both) else _categorical_rows(name, train, test)
+        continuous = name != "center" and _is_continuous(both)
+        rows += _continuous_rows(name, train, test) if continuous else _categorical_rows(name, train, test)
         missing = len(fold.train) - len(train), len(fold.test) - len(test)
         if any(missing):
             rows.append(_level_row(name, "(missing)", *missing, len(fold.train), len(fold.test)))

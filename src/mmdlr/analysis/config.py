@@ -12,7 +12,7 @@ from mmdlr.classify.zoo import CLASSIFIERS, DEFAULT_GRIDS, make_classifier
 from mmdlr.io.manifest import modality_name_problem
 
 FAMILIES = ("radiomics", "deep", "radiomics+deep")
-PROTOCOLS = ("holdout", "nested_cv")
+PROTOCOLS = ("holdout", "nested_cv", "leave_center_out")
 BACKENDS = ("loky", "threading", "dask")
 PIPELINE_SECTIONS = ("io", "roi", "radiomics", "deep", "report")  # read by `mmdlr run`, ignored here
 

@@ -20,7 +20,7 @@ from mmdlr.evaluate import Fold
 
 TABLE_FAMILIES = ("radiomics", "deep")
 REGION_SUFFIXES = {"_peritumoral": "peritumoral"}  # radiomics_<mod>_peritumoral.csv: the ring's own block
-META_COLUMNS = ("patient_id", "label", "split", "group")
+META_COLUMNS = ("patient_id", "label", "split", "group", "center")
 NON_FEATURE_COLUMNS = (*META_COLUMNS, "head_prob_malignant")
 
 
@@ -69,6 +69,7 @@ class FeatureSet:
     absent: list[str] = field(default_factory=list)
     fold_blocks: dict[str, dict[str, FoldBlock]] = field(default_factory=dict)
     perturbed: dict[str, pd.DataFrame] = field(default_factory=dict)  # contour perturbation -> radiomics columns
+    centers: pd.Series | None = None  # each patient's centre (site or scanner); None when the tables name none
 
     def in_fold(self, fold: Fold | None) -> "FeatureSet":
         """The set an outer fold is fitted and tested on: a block with fold tables takes the fold's features,
@@ -144,7 +145,8 @@ def read_perturbed(table: Path) -> dict[str, pd.DataFrame]:
 
 def read_feature_table(path: Path) -> pd.DataFrame:
     """One feature CSV with ids as strings, validated labels and numeric features."""
-    table = pd.read_csv(path, dtype={"patient_id": str, "split": str, "group": str}, keep_default_na=True)
+    table = pd.read_csv(path, dtype={"patient_id": str, "split": str, "group": str, "center": str},
+                        keep_default_na=True)
     missing = [column for column in ("patient_id", "label") if column not in table.columns]
     if missing:
         raise FeatureTableError(f"{path}: missing column(s) {missing}")
@@ -158,7 +160,7 @@ def read_feature_table(path: Path) -> pd.DataFrame:
             table[column] = table[column].astype(float)
         except ValueError as error:
             raise FeatureTableError(f"{path}: feature column {column!r} is not numeric") from error
-    for column in ("split", "group"):
+    for column in ("split", "group", "center"):
         table[column] = table[column].fillna("").astype(str) if column in table.columns else ""
     return table
 
@@ -193,14 +195,15 @@ def load_feature_set(directory: str | Path, modalities: Sequence[str] | None = N
             fold_blocks.setdefault(fold, {})[block.name] = fold_block
     if not blocks:
         raise FileNotFoundError(f"none of the feature tables for modalities {modalities} exist in {directory}")
-    labels, split, groups = _patient_meta(pd.concat(meta, ignore_index=True))
+    labels, split, groups, centers = _patient_meta(pd.concat(meta, ignore_index=True))
     _require_groups_in_one_split(split, groups)
     frame = pd.concat(frames, axis=1).reindex(labels.index)
     # one float block: row and column selections in the folds are then a single numpy take
     frame = pd.DataFrame(frame.to_numpy(dtype=float), index=frame.index, columns=frame.columns)
     _require_same_folds(fold_blocks, directory)
     perturbed = {name: pd.concat(parts, axis=1) for name, parts in perturbed.items()}
-    return FeatureSet(frame, blocks, labels, split, groups, modalities, absent, fold_blocks, perturbed=perturbed)
+    return FeatureSet(frame, blocks, labels, split, groups, modalities, absent, fold_blocks, perturbed=perturbed,
+                      centers=centers if (centers != "").any() else None)
 
 
 def _fold_blocks(folder: Path, table: pd.DataFrame, block: Block) -> dict[str, FoldBlock]:
@@ -228,9 +231,9 @@ def _require_same_folds(fold_blocks: dict[str, dict[str, FoldBlock]], directory:
                                     f"fold {fold}; rerun the deep stage")
 
 
-def _patient_meta(meta: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series]:
-    """Label, split and group per patient; tables must agree on each."""
-    for column in ("label", "split", "group"):
+def _patient_meta(meta: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series, pd.Series]:
+    """Label, split, group and centre per patient; tables must agree on each."""
+    for column in ("label", "split", "group", "center"):
         values = meta[meta[column].astype(str) != ""] if column != "label" else meta
         conflicting = values.groupby("patient_id")[column].nunique()
         if (conflicting > 1).any():
@@ -241,7 +244,8 @@ def _patient_meta(meta: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series]:
     labels = first["label"].first().astype(int)
     split = first["split"].agg(lambda values: next((v for v in values if v), ""))
     groups = first["group"].agg(lambda values: next((v for v in values if v), ""))
-    return labels, split, groups
+    centers = first["center"].agg(lambda values: next((v for v in values if v), ""))
+    return labels, split, groups, centers
 
 
 def _require_groups_in_one_split(split: pd.Series, groups: pd.Series) -> None:

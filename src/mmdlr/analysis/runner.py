@@ -24,7 +24,8 @@ from mmdlr.analysis.grid import (COMBINED, EARLY, ENSEMBLE, SINGLE, STACKING, TA
 from mmdlr.analysis.plots import plot_calibration, plot_roc
 from mmdlr.analysis.summary import holdout_row, markdown_table, nested_row, pooled_predictions, result_table
 from mmdlr.atomic import atomic_path, write_csv
-from mmdlr.evaluate import Fold, holdout_fold, patient_groups, repeated_folds
+from mmdlr.evaluate import (Fold, binary_metrics, holdout_fold, leave_center_out_folds, patient_groups,
+                            repeated_folds)
 from mmdlr.io.manifest import Manifest
 from mmdlr.parallel import dask_client
 from mmdlr.terminal import track
@@ -46,12 +47,24 @@ class AnalysisResult:
     skipped: list[SkippedRow]
 
 
-def outer_folds(labels: pd.Series, groups: pd.Series, split: pd.Series, config: AnalysisConfig) -> list[Fold]:
-    """The hold-out split or the repeated outer folds of nested CV over the patients of ``labels`` (index
-    sorted by patient_id, as :func:`load_feature_set` gives them; the deep stage computes the same folds)."""
+def outer_folds(labels: pd.Series, groups: pd.Series, split: pd.Series, config: AnalysisConfig,
+                centers: pd.Series | None = None) -> list[Fold]:
+    """The hold-out split, the repeated outer folds of nested CV or one fold per centre (``centers``) over the
+    patients of ``labels`` (index sorted by patient_id, as :func:`load_feature_set` gives them; the deep stage
+    computes the same folds)."""
     if config.protocol == "holdout":
         return [holdout_fold(labels, groups, split, config.holdout.test_size, config.seed)]
+    if config.protocol == "leave_center_out":
+        return leave_center_out_folds(labels, centers)
     return repeated_folds(labels, groups, config.nested_cv.outer_folds, config.nested_cv.repeats, config.seed)
+
+
+def _outer_loop(config: AnalysisConfig, folds: list[Fold]) -> tuple[int, int]:
+    """(outer folds per repeat, repeats) of a cross-validated protocol: nested CV's settings, or one fold per
+    centre tested once under leave-centre-out."""
+    if config.protocol == "leave_center_out":
+        return len(folds), 1
+    return config.nested_cv.outer_folds, config.nested_cv.repeats
 
 
 @contextmanager
@@ -77,7 +90,8 @@ def run_analysis(features_dir: str | Path, out_dir: str | Path, config: Analysis
 
     Writes table_{radiomics,deep,fusion}.csv/.md, predictions.csv, roc_*.png, calibration.png,
     comparisons.csv, shown_models.csv, skipped_rows.csv, config_used.yaml, models/ (skops ModelBundles + index.csv)
-    and, for the hold-out protocol with a manifest that has clinical columns, table_clinical.csv.
+    and, for the hold-out protocol with a manifest that has clinical columns or centres, table_clinical.csv; under
+    leave-centre-out table_centers.csv (each centre's metrics).
     """
     if not isinstance(config, AnalysisConfig):
         config = load_config(config) if config else AnalysisConfig()
@@ -90,9 +104,9 @@ def run_analysis(features_dir: str | Path, out_dir: str | Path, config: Analysis
     if not rows:
         raise FeatureTableError(f"no analysis row can run on {features_dir}: "
                          + "; ".join(f"{r.family} / {r.method}: {r.reason}" for r in skipped))
-    folds = outer_folds(features.labels, features.groups, features.split, config)
+    folds = outer_folds(features.labels, features.groups, features.split, config, features.centers)
     fits = [(fold, config.save_models and config.protocol == "holdout") for fold in folds]
-    if config.save_models and config.protocol == "nested_cv":
+    if config.save_models and config.protocol != "holdout":
         fits.append((None, True))
     log.info("%s: %d rows x %d fold(s) = %d fits", config.protocol, len(rows), len(folds), len(rows) * len(fits))
     outcomes = _fit_grid(rows, fits, features, config, progress)
@@ -105,8 +119,9 @@ def run_analysis(features_dir: str | Path, out_dir: str | Path, config: Analysis
     predictions = pd.concat([outcome.predictions for outcome in evaluated], ignore_index=True)
     write_csv(predictions[PREDICTION_COLUMNS], results_dir / "predictions.csv")
     pooled = _pooled_by_method(predictions)
-    tables = _write_tables(rows, predictions, pooled, config, results_dir, patient_groups(features.groups))
-    outer = config.nested_cv.outer_folds if config.protocol == "nested_cv" else None
+    loop = None if config.protocol == "holdout" else _outer_loop(config, folds)
+    tables = _write_tables(rows, predictions, pooled, config, loop, results_dir, patient_groups(features.groups))
+    outer = loop[0] if loop else None
     write_csv(comparison_table(rows, config.comparisons, pooled, predictions, outer),
               results_dir / "comparisons.csv")
     write_csv(pd.DataFrame([vars(row) for row in skipped], columns=["family", "method", "reason"]),
@@ -115,6 +130,8 @@ def run_analysis(features_dir: str | Path, out_dir: str | Path, config: Analysis
         temp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     if config.save_models:
         _write_models([o for o in outcomes if o.model is not None], features, config, results_dir / "models")
+    if config.protocol == "leave_center_out":
+        _write_center_table(predictions, results_dir)
     if manifest is not None:
         _write_clinical(Manifest.from_csv(manifest), folds, config, results_dir)
     log.info("results written to %s", results_dir)
@@ -157,14 +174,14 @@ def _fold_name(fold: Fold | None) -> str:
     return "all" if fold is None else fold.name
 
 
-def _write_tables(rows, predictions, pooled, config, results_dir, groups) -> dict[str, pd.DataFrame]:
+def _write_tables(rows, predictions, pooled, config, loop, results_dir, groups) -> dict[str, pd.DataFrame]:
+    """``loop``: (outer folds, repeats) of a cross-validated protocol, None under the hold-out."""
     summaries = {}
     for (family, method), frame in predictions.groupby(["family", "method"], sort=False):
-        if config.protocol == "holdout":
+        if loop is None:
             summaries[(family, method)] = holdout_row(frame, config.bootstrap.n, config.bootstrap.seed, groups)
         else:
-            summaries[(family, method)] = nested_row(frame, config.nested_cv.outer_folds, config.nested_cv.repeats,
-                                                     config.bootstrap.n, config.bootstrap.seed, groups)
+            summaries[(family, method)] = nested_row(frame, *loop, config.bootstrap.n, config.bootstrap.seed, groups)
     tables = {}
     for family in dict.fromkeys(row.family for row in rows):
         family_rows = [row for row in rows if row.family == family]
@@ -175,7 +192,7 @@ def _write_tables(rows, predictions, pooled, config, results_dir, groups) -> dic
             temp.write_text(markdown_table(table, TABLE_TITLES[family]), encoding="utf-8")
         plot_roc(pooled[pooled["family"] == family], [(row.method, row.kind) for row in family_rows],
                  TABLE_TITLES[family].split(" (")[0], results_dir / f"roc_{name}.png",
-                 "pooled OOF AUC" if config.protocol == "nested_cv" else "test AUC")
+                 "test AUC" if loop is None else "pooled OOF AUC")
         tables[family] = table
     shown = shown_models(rows, config.comparisons)
     write_csv(pd.DataFrame(shown, columns=["family", "method"]), results_dir / "shown_models.csv")
@@ -208,6 +225,15 @@ def _write_models(outcomes: list[FoldOutcome], features, config, models_dir: Pat
                       "threshold": outcome.threshold, "trained_on": bundle.trained_on,
                       "n_features": len(bundle.feature_columns), "path": str(path.relative_to(models_dir))})
     write_csv(pd.DataFrame(index), models_dir / "index.csv")
+
+
+def _write_center_table(predictions: pd.DataFrame, results_dir: Path) -> None:
+    """``table_centers.csv``: every model's metrics on each centre as the test set (leave-centre-out); AUC NaN
+    where a centre has one class."""
+    rows = [{"family": family, "method": method, "center": fold.removeprefix("center_"), "n_patients": len(frame),
+             **binary_metrics(frame["label"], frame["probability"], float(frame["threshold"].iloc[0]))}
+            for (family, method, fold), frame in predictions.groupby(["family", "method", "fold"], sort=False)]
+    write_csv(pd.DataFrame(rows), results_dir / "table_centers.csv")
 
 
 def _write_clinical(manifest: Manifest, folds: list[Fold], config: AnalysisConfig, results_dir: Path) -> None:

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from mmdlr.deep.classifier import DeepClassifier
 from mmdlr.terminal import track
 
-META_KEYS = ("patient_id", "label", "split", "group")
+META_KEYS = ("patient_id", "label", "split", "group", "center")  # center: "" for items without one
 PRECISIONS = ("float32", "bfloat16")
 
 
@@ -79,7 +79,7 @@ def extract_features(network: DeepClassifier, dataset: Dataset, batch_size: int 
             features.append(pooled.cpu())
             probs.append(prob.cpu())
             for key in META_KEYS:
-                values = batch[key]
+                values = batch[key] if key in batch else [""] * len(prob)
                 meta[key] += values.tolist() if isinstance(values, torch.Tensor) else list(values)
     width = network.spec.width
     return Features(features=torch.cat(features).numpy() if features else np.zeros((0, width), np.float32),

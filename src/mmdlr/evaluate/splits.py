@@ -1,4 +1,4 @@
-"""Train/test protocols: stratified (and grouped) hold-out split and repeated outer folds."""
+"""Train/test protocols: stratified (and grouped) hold-out split, repeated outer folds, leave-centre-out."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+from sklearn.model_selection import LeaveOneGroupOut, StratifiedGroupKFold, StratifiedKFold
 from sklearn.utils.metadata_routing import MetadataRequest
 
 
@@ -84,6 +84,35 @@ def repeated_folds(labels: pd.Series, groups: pd.Series, n_splits: int = 5, repe
         splitter = StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed + repeat)
         for k, (train, test) in enumerate(splitter.split(labels.index, labels.to_numpy(), group_ids)):
             folds.append(Fold(f"r{repeat + 1}f{k + 1}", tuple(labels.index[train]), tuple(labels.index[test])))
+    return folds
+
+
+def leave_center_out_folds(labels: pd.Series, centers: pd.Series | None) -> list[Fold]:
+    """One fold per centre: its patients the test set, every other centre's the training set (sklearn's
+    ``LeaveOneGroupOut`` with the centre as group; folds named ``center_<name>`` in sorted order).
+
+    Raises ``ValueError`` naming the problem when there are no centres, a patient has none, there are fewer
+    than two, or a fold's training side lacks a class.
+    """
+    if centers is None or (centers.fillna("").astype(str) == "").all():
+        raise ValueError("protocol leave_center_out needs a center column (site or scanner) in the manifest and "
+                         "the feature tables; add one or choose protocol holdout or nested_cv")
+    centers = centers.reindex(labels.index).fillna("").astype(str)
+    if (centers == "").any():
+        raise ValueError(f"protocol leave_center_out: patient {centers.index[centers == ''][0]} has no center; "
+                         "give every patient one")
+    if centers.nunique() < 2:
+        raise ValueError(f"protocol leave_center_out needs at least 2 centers, found only {centers.iloc[0]!r}; "
+                         "choose protocol holdout or nested_cv")
+    folds = []
+    for train, test in LeaveOneGroupOut().split(labels.index, labels.to_numpy(), centers.to_numpy()):
+        center = centers.iloc[test[0]]
+        trained = labels.iloc[train]
+        if trained.nunique() < 2:
+            raise ValueError(f"protocol leave_center_out: with center {center} as test set the other centers hold "
+                             f"only {'malignant' if trained.iloc[0] else 'benign'} patients; a classifier needs both "
+                             "classes in training")
+        folds.append(Fold(f"center_{center}", tuple(labels.index[train]), tuple(labels.index[test])))
     return folds
 
 

@@ -1,9 +1,9 @@
 """The cohort manifest: one CSV row per patient, an image/mask column pair per modality.
 
 Columns: ``patient_id``, ``label`` (0/1 or benign/malignant), ``<mod>_image`` and ``<mod>_mask`` per
-modality, optional ``split`` (train/test), optional ``group`` (patients never split apart), and any
-clinical columns. Paths are absolute or relative to the CSV's folder; several mask files are separated
-by ``;`` and unioned (a DICOM SEG or RTSTRUCT file may be followed by ``#<segment or ROI>``, see
+modality, optional ``split`` (train/test), optional ``group`` (patients never split apart), optional
+``center`` (the site or scanner a patient was imaged at; every row or none), and any clinical columns.
+Paths are absolute or relative to the CSV's folder; several mask files are separated by ``;`` and unioned (a DICOM SEG or RTSTRUCT file may be followed by ``#<segment or ROI>``, see
 ``mmdlr.io.dicom_masks``); an empty cell means the modality is missing for that patient.
 """
 
@@ -21,7 +21,7 @@ from mmdlr.errors import ManifestError
 LABELS = {"0": 0, "1": 1, "benign": 0, "malignant": 1, "0.0": 0, "1.0": 1}
 LABEL_NAMES = ("benign", "malignant")
 SPLITS = ("train", "test", "")
-RESERVED = ("patient_id", "label", "split", "group")
+RESERVED = ("patient_id", "label", "split", "group", "center")
 MASK_SEPARATOR = ";"
 # Modality names become file names and bundle values: plain lowercase words only.
 MODALITY_NAME = re.compile(r"[a-z][a-z0-9]{0,15}")
@@ -33,6 +33,11 @@ def modality_name_problem(modality: str) -> str | None:
         return None
     return (f"modality name {modality!r} must be 1-16 lowercase letters or digits starting with a letter "
             "(e.g. us, mg, mr2)")
+
+
+def _unsafe_in_paths(name: str) -> bool:
+    """Whether ``name`` cannot be a file or folder name (patient ids and centres name output files)."""
+    return name in (".", "..") or any(c in name for c in "/\\") or not name.isprintable()
 
 
 def parse_label(value: str) -> int | None:
@@ -102,7 +107,7 @@ class Manifest:
         for row, pid in enumerate(ids, start=2):
             if not pid:
                 problems.append(f"row {row}: empty patient_id")
-            elif pid in (".", "..") or any(c in pid for c in "/\\") or not pid.isprintable():
+            elif _unsafe_in_paths(pid):
                 problems.append(f"row {row}: patient_id {pid!r} names output files: use no '/', '\\', "
                                 "control characters, '.' or '..'")
         for pid, rows in self.table.groupby("patient_id").groups.items():
@@ -125,6 +130,8 @@ class Manifest:
                 for group, splits in grouped:
                     if splits.str.lower().nunique() > 1:
                         problems.append(f"group {group}: its patients are in both train and test")
+        if "center" in columns:
+            problems += self._center_problems()
         for _, row in self.table.iterrows():
             present = 0
             for modality in self.modalities:
@@ -137,6 +144,35 @@ class Manifest:
             if not present:
                 problems.append(f"patient {row['patient_id']}: no modality present")
         return problems
+
+    def _center_problems(self) -> list[str]:
+        """A ``center`` column names every patient's centre or none (one problem naming the empty rows); a
+        group imaged at two centres is a problem too (leave-centre-out would split it)."""
+        centers = self.table["center"]
+        problems = []
+        empty = [f"{row} ({pid})" for row, (pid, center) in enumerate(zip(self.table["patient_id"], centers), start=2)
+                 if not center]
+        if empty and len(empty) < len(centers):
+            shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+            problems.append(f"center is empty on row(s) {shown} while other rows name one: give every patient "
+                            "its center (site or scanner) or leave the whole column empty")
+        problems += [f"row {row}: center {center!r} names output folders: use no '/', '\\', control characters, "
+                     "'.' or '..'" for row, center in enumerate(centers, start=2)
+                     if center and _unsafe_in_paths(center)]
+        if "group" in self.table.columns:
+            named = self.table[(self.table["group"] != "") & (centers != "")]
+            for group, members in named.groupby("group")["center"]:
+                if members.nunique() > 1:
+                    problems.append(f"group {group}: its patients are at centers {', '.join(sorted(set(members)))}; "
+                                    "a group must belong to one center")
+        return problems
+
+    @property
+    def centers(self) -> pd.Series | None:
+        """Each patient's centre by patient_id, or None when the manifest names no centres."""
+        if "center" not in self.table.columns or (self.table["center"] == "").all():
+            return None
+        return self.table.set_index("patient_id")["center"]
 
     def cases(self, modality: str, split: str | None = None) -> list[dict]:
         """Per-patient dicts for one modality (patients missing it are left out)."""
@@ -153,6 +189,7 @@ class Manifest:
                 "label": parse_label(row.get("label", "")),
                 "split": row_split,
                 "group": row.get("group", "") or row["patient_id"],
+                "center": row.get("center", ""),
                 "modality": modality,
                 "image": self.resolve(image),
                 "mask": [self.resolve(p) for p in mask.split(MASK_SEPARATOR) if p.strip()],

@@ -84,7 +84,7 @@ def validate_manifest(path: str | os.PathLike, label_value: int | None = None, p
                 raise
             problems.append(f"{case['modality']}: {cause}")
             continue
-        loaded[case["modality"]].append({"label": case["label"], "ndim": ndim})
+        loaded[case["modality"]].append({"label": case["label"], "ndim": ndim, "center": case["center"]})
         if label_value is None and mask_threshold is None:
             for mask_path in case["mask"]:
                 if warning := non_binary_mask_warning(mask_path):
@@ -98,5 +98,7 @@ def validate_manifest(path: str | os.PathLike, label_value: int | None = None, p
             LABEL_NAMES[0]: int((labels == 0).sum()),
             LABEL_NAMES[1]: int((labels == 1).sum()),
             "dimensions": "/".join(sorted({f"{item['ndim']}D" for item in items})),
-        })
+        } | ({"centers": ", ".join(f"{center} {n}" for center, n in pd.Series(
+            [item["center"] for item in items], dtype=str).value_counts().sort_index().items())}
+             if manifest.centers is not None else {}))
     return ValidationReport(problems=problems, summary=pd.DataFrame(rows), warnings=warnings)

@@ -20,7 +20,7 @@ import pandas as pd
 from mmdlr.analysis.config import AnalysisConfig
 from mmdlr.deep.weights import IMAGENET_URLS, weights_file
 from mmdlr.errors import PreflightError, WeightsError
-from mmdlr.evaluate import holdout_fold
+from mmdlr.evaluate import holdout_fold, leave_center_out_folds
 from mmdlr.io.manifest import LABEL_NAMES, Manifest, parse_label
 from mmdlr.pipeline.config import RunConfig
 
@@ -52,8 +52,10 @@ def nested_splits(analysis: AnalysisConfig) -> list[tuple[int, str]]:
     if analysis.protocol == "holdout":
         splits = [(max(2, round(1 / analysis.holdout.test_size)),
                    f"hold-out split (holdout.test_size {analysis.holdout.test_size})")]
-    else:
+    elif analysis.protocol == "nested_cv":
         splits = [(analysis.nested_cv.outer_folds, "outer CV (nested_cv.outer_folds)")]
+    else:  # leave_center_out: the outer split is by centre, each centre's training side checked on its own
+        splits = []
     if analysis.fusion.ensemble or analysis.fusion.stacking or analysis.threshold == "youden":
         splits.append((analysis.inner_folds, "out-of-fold predictions (fusion, Youden threshold)"))
     splits.append((analysis.inner_folds, "model choice (inner_folds)"))
@@ -96,6 +98,17 @@ def class_count_problems(manifest: Manifest, config: RunConfig) -> list[str]:
         return [f"too few {unit}: {analysis.protocol} needs at least {needed} benign and {needed} malignant "
                 f"in {where} so that every fold of its nested splits holds both classes ({chain}); found "
                 f"{found[0]} benign and {found[1]} malignant: add patients or use fewer folds"]
+    if analysis.protocol == "leave_center_out":
+        try:
+            folds = leave_center_out_folds(labels, manifest.centers)
+        except ValueError as error:
+            return [str(error)]
+        for fold in folds:
+            trained = _per_class(labels[list(fold.train)], groups[list(fold.train)])
+            if min(trained) < needed:
+                return [f"too few {unit}: with center {fold.name.removeprefix('center_')} as test set, "
+                        f"leave_center_out trains on {trained[0]} benign and {trained[1]} malignant; it needs {needed} "
+                        f"of each ({chain}): add patients or use fewer inner_folds"]
     if fixed and min(test := _per_class(labels[given == "test"], groups[given == "test"])) < 1:
         return [f"the manifest's test split has {test[0]} benign and {test[1]} malignant {unit}: it needs both "
                 "classes (or leave the split column empty for a stratified hold-out)"]

@@ -75,25 +75,29 @@ def _fixed_split_manifest(manifest: Manifest, config: RunConfig, path: Path) -> 
 
 
 def per_fold_networks(config: RunConfig) -> bool:
-    """Whether the deep stage trains one network per outer fold: a fine-tuned network under nested CV
-    (frozen-backbone features do not depend on labels; under hold-out the one network skips the test split)."""
-    return config.deep.enabled and config.deep.mode == "finetune" and config.analysis.protocol == "nested_cv"
+    """Whether the deep stage trains one network per outer fold: a fine-tuned network under nested CV or
+    leave-centre-out (frozen-backbone features do not depend on labels; under hold-out the one network skips the
+    test split)."""
+    return config.deep.enabled and config.deep.mode == "finetune" and config.analysis.protocol != "holdout"
 
 
 def _per_fold_key(config: RunConfig) -> list | None:
     """What the per-fold networks depend on beyond the manifest and the deep section (None without them)."""
     analysis = config.section("analysis")
-    return [analysis[name] for name in ("nested_cv", "seed", "modalities")] if per_fold_networks(config) else None
+    return ([analysis[name] for name in ("protocol", "nested_cv", "seed", "modalities")] if per_fold_networks(config)
+            else None)
 
 
 def nested_folds(manifest: Manifest, config: RunConfig) -> list[Fold]:
-    """The analysis's outer folds of nested CV, from the manifest's patients with one of its modalities, sorted
-    by id as the feature tables give them (the analysis refuses fold tables made for other folds)."""
+    """The analysis's outer folds (nested CV or leave-centre-out), from the manifest's patients with one of its
+    modalities, sorted by id as the feature tables give them (the analysis refuses fold tables made for other
+    folds)."""
     table = manifest.table.set_index("patient_id").sort_index()
     images = table.columns.intersection([f"{m}_image" for m in config.analysis.modalities or manifest.modalities])
     table = table[(table[images] != "").any(axis=1)]
     groups = table["group"] if "group" in table else pd.Series("", index=table.index)
-    return outer_folds(table["label"].map(parse_label), groups, pd.Series("", index=table.index), config.analysis)
+    return outer_folds(table["label"].map(parse_label), groups, pd.Series("", index=table.index), config.analysis,
+                       table.get("center"))
 
 
 def _fold_manifests(manifest: Manifest, folds: list[Fold], folder: Path) -> dict[str, Path]:
@@ -217,7 +221,7 @@ def _gradcam_stage(manifest: Manifest, config: RunConfig, out: Path) -> list[Pat
         else:
             deep_table = pd.read_csv(out / "features" / f"deep_{modality}.csv", keep_default_na=False,
                                      dtype={"patient_id": str}, usecols=GRADCAM_COLUMNS)
-        if config.analysis.protocol == "nested_cv" and not folds:  # the head saw every patient: judge out of fold
+        if config.analysis.protocol != "holdout" and not folds:  # the head saw every patient: judge out of fold
             deep_table["split"] = ""
             out_of_fold = _out_of_fold(out / "results" / "predictions.csv", modality)
         cases = gradcam_cases(deep_table, config.report.gradcam_cases, out_of_fold)
@@ -266,8 +270,8 @@ def run_pipeline(manifest_path: str | Path, config: RunConfig, out_dir: str | Pa
         return [out / "roi" / "roi_index.csv"]
 
     runner.run("crop", roi_key, crop)
-    index = pd.read_csv(out / "roi" / "roi_index.csv", dtype={"patient_id": str, "group": str, "split": str},
-                        keep_default_na=False)
+    index = pd.read_csv(out / "roi" / "roi_index.csv", keep_default_na=False,
+                        dtype={"patient_id": str, "group": str, "split": str, "center": str})
     split_key = file_digest(out / "manifest.csv")  # content: a setting that leaves the split alone reruns nothing
     if config.deep.enabled:
         runner.run("deep", [roi_key, split_key, config.section("deep"), _per_fold_key(config)],
@@ -286,7 +290,7 @@ def run_pipeline(manifest_path: str | Path, config: RunConfig, out_dir: str | Pa
     if config.deep.enabled:
         # cases chosen by a network's head on patients it never saw (hold-out, per-fold networks), else (one
         # network trained on every patient under nested CV) by the analysis's out-of-fold row
-        nested_one_network = config.analysis.protocol == "nested_cv" and not per_fold_networks(config)
+        nested_one_network = config.analysis.protocol != "holdout" and not per_fold_networks(config)
         chosen_by = runner.records["analysis"].key if nested_one_network else "head"
         runner.run("gradcam", [runner.records["deep"].key, chosen_by, config.section("report")],
                    lambda: _gradcam_stage(manifest, config, out))

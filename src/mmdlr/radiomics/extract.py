@@ -23,7 +23,7 @@ from mmdlr.paths import CONFIG_DIR
 from mmdlr.pipeline.stages import code_version
 from mmdlr.terminal import track
 
-ID_COLUMNS = ["patient_id", "label", "split", "group"]
+ID_COLUMNS = ["patient_id", "label", "split", "group", "center"]
 DEFAULT_PARAMS = {"2d": CONFIG_DIR / "radiomics_2d.yaml", "3d": CONFIG_DIR / "radiomics_3d.yaml"}
 EXTRACTOR_LOCK = threading.Lock()  # PyRadiomics' extractor set-up (pykwalify, ruamel) is not thread-safe
 

@@ -38,7 +38,8 @@ FAMILIES = {"radiomics": "conventional radiomic features", "deep": "deep feature
 PAPER_TABLES = {"radiomics": 2, "deep": 3, "radiomics+deep": 4}
 # The AUC column's name says what it holds (nested CV: the mean of the outer folds; hold-out: the test set);
 # the ROC legends show the test AUC (hold-out) or the pooled out-of-fold AUC (nested CV).
-AUC_NAMES = {"holdout": "Test AUC [95% CI]", "nested_cv": "Fold-mean AUC [95% CI]"}
+AUC_NAMES = {"holdout": "Test AUC [95% CI]", "nested_cv": "Fold-mean AUC [95% CI]",
+             "leave_center_out": "Center-mean AUC [95% CI]"}
 POOLED_AUC = "Pooled OOF AUC [95% CI]"
 METRICS = {"accuracy": "Accuracy [95% CI]", "auc": "AUC [95% CI]", "sensitivity": "Sensitivity [95% CI]",
            "specificity": "Specificity [95% CI]"}
@@ -268,6 +269,12 @@ class RunFacts:
     split_sizes: dict[str, int]
     tested: dict[str, int]
 
+    def design(self) -> str:
+        """'5-fold nested cross-validation, 3 repeats' or 'leave-center-out over 3 centers'."""
+        if self.protocol == "leave_center_out":
+            return f"leave-center-out over {self.outer_folds} centers"
+        return f"{self.outer_folds}-fold nested cross-validation, {self.repeats} repeats"
+
     def units(self, n: int) -> str:
         return f"{n} {self.unit}{'' if n == 1 else 's'}"
 
@@ -276,6 +283,8 @@ class RunFacts:
         n = self.tested.get(family) if family else max(self.tested.values(), default=0)
         if self.protocol == "holdout":
             return f"the {self.units(n or 0)} of the hold-out test split"
+        if self.protocol == "leave_center_out":
+            return f"{self.units(n or 0)}, each tested by models trained on the other centers ({self.design()})"
         return (f"{self.units(n or 0)} out of fold ({self.outer_folds}-fold nested CV, {self.repeats} repeat"
                 f"{'s' if self.repeats != 1 else ''})")
 
@@ -288,6 +297,9 @@ def _run_facts(out: Path, config: RunConfig) -> RunFacts:
     tested = ({} if predictions is None else
               predictions.groupby("family")["patient_id"].nunique().to_dict())
     nested = config.analysis.nested_cv
+    if config.analysis.protocol == "leave_center_out":  # one fold per center, each tested once
+        centers = 0 if predictions is None else predictions["fold"].nunique()
+        return RunFacts(config.analysis.protocol, config.report.unit, 1, centers, splits, tested)
     return RunFacts(config.analysis.protocol, config.report.unit, nested.repeats, nested.outer_folds, splits, tested)
 
 
@@ -460,7 +472,7 @@ def _comparisons(results: Path, numbers: Numbering) -> str:
 def _figures_section(results: Path, numbers: Numbering, facts: RunFacts) -> str:
     parts = []
     legend = ("pooled OOF AUC, the tables' Pooled OOF AUC column (not the fold mean); each curve from each "
-              f"{facts.unit}'s out-of-fold probability averaged over repeats" if facts.protocol == "nested_cv"
+              f"{facts.unit}'s out-of-fold probability averaged over repeats" if facts.protocol != "holdout"
               else "test AUC, the tables' Test AUC column")
     for family, name in TABLE_NAMES.items():
         path = results / f"roc_{name}.png"
@@ -699,8 +711,7 @@ def _model_card(out: Path, config: RunConfig, source: Manifest, facts: RunFacts)
                   "validate</code>); a user must supply the masks and check them.",
         "Data": html.escape(f"{cohort_counts(config, source)}, labels from {config.report.label_source}; "
                             + ("hold-out split " + ", ".join(f"{k} {v}" for k, v in facts.split_sizes.items() if k)
-                               if facts.protocol == "holdout" else
-                               f"{facts.outer_folds}-fold nested cross-validation, {facts.repeats} repeats") + "."),
+                               if facts.protocol == "holdout" else facts.design()) + "."),
         "Performance": (f"Models fixed before testing, on {html.escape(facts.evaluated_on())}: "
                         + "; ".join(performance) + "." if performance else "Not computed."),
         "Limits": (f"One data source, {facts.units(len(source.table))}: wide confidence intervals and no external "

@@ -12,12 +12,16 @@ def cohort_counts(config: RunConfig, source: Manifest) -> str:
     (``report.unit``)."""
     labels = source.table["label"].map(parse_label)
     unit = config.report.unit if len(labels) == 1 else f"{config.report.unit}s"
-    return f"{len(labels)} {unit} ({(labels == 1).sum()} malignant, {(labels == 0).sum()} benign)"
+    counts = f"{len(labels)} {unit} ({(labels == 1).sum()} malignant, {(labels == 0).sum()} benign)"
+    if source.centers is None:
+        return counts
+    per_center = source.centers.value_counts().sort_index()
+    return f"{counts} from {len(per_center)} centers ({', '.join(f'{c}: {n}' for c, n in per_center.items())})"
 
 
 def _comparisons_text(analysis) -> str:
     prespecified = "; ".join(f"{a} vs {b}" for a, b in analysis.comparisons) or "none"
-    tests = "DeLong's paired test" + (" and the fold-wise corrected resampled t" if analysis.protocol == "nested_cv"
+    tests = "DeLong's paired test" + (" and the fold-wise corrected resampled t" if analysis.protocol != "holdout"
                                       else "")
     return (f"model comparisons by {tests}: pre-specified in the config ({prespecified}); every other fusion vs "
             "single-modality pair exploratory; Holm-adjusted p-values within each set")
@@ -31,6 +35,10 @@ def protocol_items(config: RunConfig, source: Manifest) -> dict[str, str]:
                   f"stratified {1 - analysis.holdout.test_size:.0%}/{analysis.holdout.test_size:.0%} split "
                   f"(seed {analysis.seed}) that never separates a group. All selection on the training part; "
                   "the test part is used once.")
+    elif analysis.protocol == "leave_center_out":
+        splits = ("Leave-center-out: each center (the manifest's center column) once the test set, the other "
+                  "centers the training set; every fitted step is refitted on the training centers, inner CV "
+                  "within them.")
     else:
         splits = (f"Nested cross-validation: {analysis.nested_cv.repeats} × stratified grouped "
                   f"{analysis.nested_cv.outer_folds}-fold outer loop (seed {analysis.seed}); every fitted step "

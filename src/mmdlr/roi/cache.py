@@ -28,7 +28,7 @@ from mmdlr.roi.transforms import CropLesionROId, SelectLargestLesionSliced
 from mmdlr.terminal import track
 
 ROI_FILES = ("image", "mask")
-INDEX_COLUMNS = ["patient_id", "modality", "label", "split", "group", "roi_dir", "ndim",
+INDEX_COLUMNS = ["patient_id", "modality", "label", "split", "group", "center", "roi_dir", "ndim",
                  "slice_index", "roi_shape", "lesion_pixels"]
 
 
@@ -122,7 +122,8 @@ def _require_ring_inside(data: dict, case: dict, settings: RoiSettings) -> None:
 
 def _index_row(case: dict, target: Path, record: dict) -> dict:
     return {"patient_id": case["patient_id"], "modality": case["modality"], "label": case["label"],
-            "split": case["split"], "group": case["group"], "roi_dir": str(target), "ndim": record["ndim"],
+            "split": case["split"], "group": case["group"], "center": case.get("center", ""), "roi_dir": str(target),
+            "ndim": record["ndim"],
             "slice_index": record["slice_index"], "roi_shape": "x".join(map(str, record["roi_shape"])),
             "lesion_pixels": record["lesion_pixels"]}
 

@@ -119,6 +119,9 @@ def service_info(predictor: Predictor, max_upload_mb: float) -> dict:
     if analysis.protocol == "holdout":
         protocol = {"name": "holdout", "test_size": analysis.holdout.test_size,
                     "metrics_on": "the run's hold-out test patients"}
+    elif analysis.protocol == "leave_center_out":
+        protocol = {"name": "leave_center_out", "metrics_on": "each center as the test set of a model trained on "
+                    "the other centers"}
     else:
         protocol = {"name": "nested_cv", "outer_folds": analysis.nested_cv.outer_folds,
                     "repeats": analysis.nested_cv.repeats, "metrics_on": "the outer test folds of nested CV"}
