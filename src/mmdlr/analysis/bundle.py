@@ -117,6 +117,7 @@ TRUSTED_TYPES = frozenset({
     "mmdlr.select.lasso.LassoSelector",
     "mmdlr.select.pca.ClippedPCA",
     "mmdlr.select.icc.ICCThresholdSelector",
+    "mmdlr.select.harmonize.ComBatHarmonizer",
     # late fusion
     "mmdlr.fuse.ensemble.AccuracyWeightedEnsemble",
     "mmdlr.fuse.stacking.StackingFusion",

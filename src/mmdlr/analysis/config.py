@@ -10,6 +10,7 @@ import yaml
 
 from mmdlr.classify.zoo import CLASSIFIERS, DEFAULT_GRIDS, make_classifier
 from mmdlr.io.manifest import modality_name_problem
+from mmdlr.select.harmonize import NEW_CENTERS
 
 FAMILIES = ("radiomics", "deep", "radiomics+deep")
 PROTOCOLS = ("holdout", "nested_cv", "leave_center_out")
@@ -99,6 +100,19 @@ class BootstrapConfig:
 
 
 @dataclass
+class HarmonizeConfig:
+    """ComBat with the manifest's centre as batch, fitted in every training fold (docs/analysis.md)."""
+
+    combat: bool = False
+    new_centers: str = "estimate"  # a test centre not seen in training: estimate its effects, or refuse
+
+    def __post_init__(self):
+        _require(isinstance(self.combat, bool), f"harmonize.combat must be true or false, got {self.combat!r}")
+        _require(self.new_centers in NEW_CENTERS,
+                 f"harmonize.new_centers must be one of {', '.join(NEW_CENTERS)}, got {self.new_centers!r}")
+
+
+@dataclass
 class ParallelConfig:
     backend: str = "loky"
     n_jobs: int = 2
@@ -129,9 +143,14 @@ class AnalysisConfig:
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     save_models: bool = True
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    harmonize: HarmonizeConfig = field(default_factory=HarmonizeConfig)
 
     def __post_init__(self):
         _require(self.protocol in PROTOCOLS, f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        _require(not (self.protocol == "leave_center_out" and self.harmonize.combat
+                      and self.harmonize.new_centers == "refuse"),
+                 "harmonize.new_centers: refuse cannot run protocol leave_center_out (its test centre is never in "
+                 "training); use new_centers: estimate or harmonize.combat: false")
         _require(self.inner_folds >= 2, "inner_folds must be >= 2")
         for modality in self.modalities or ():
             problem = modality_name_problem(str(modality))

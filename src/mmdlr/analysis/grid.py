@@ -11,9 +11,10 @@ from sklearn.preprocessing import StandardScaler
 
 from mmdlr.analysis.config import AnalysisConfig
 from mmdlr.analysis.features import REGION_SUFFIXES, TABLE_FAMILIES, FeatureSet, FeatureTableError, block_name
-from mmdlr.classify import (chosen_classifier, deep_steps, model_search, pca_of_all_steps, rad_df_steps,
+from mmdlr.classify import (chosen_classifier, deep_steps, harmonized, model_search, pca_of_all_steps, rad_df_steps,
                             radiomics_steps)
 from mmdlr.fuse import AccuracyWeightedEnsemble, StackingFusion, block_presence, fusion_subsets
+from mmdlr.select.harmonize import ComBatHarmonizer
 from mmdlr.select.icc import ICCThresholdSelector
 
 TABLE_NAMES = {"radiomics": "radiomics", "deep": "deep", "radiomics+deep": "fusion"}
@@ -48,6 +49,8 @@ def plan_rows(features: FeatureSet, config: AnalysisConfig) -> tuple[list[GridRo
         raise FeatureTableError("select.icc_threshold needs radiomics re-extracted under contour perturbations "
                                 "(features/robustness/, written by the radiomics stage with radiomics.robustness "
                                 "set); set radiomics.robustness or select.icc_threshold: null")
+    if config.harmonize.combat:
+        _require_centers(features)
     wanted, skipped = [], []
     for family in config.families:
         if family in TABLE_FAMILIES:
@@ -153,30 +156,53 @@ def _icc_filtered(steps: list, columns: list[str], perturbed: dict[str, pd.DataF
             *steps[1:]]
 
 
+def _require_centers(features: FeatureSet) -> None:
+    """Raise :class:`FeatureTableError` unless every patient has a centre (harmonize.combat's batch)."""
+    if features.centers is None:
+        raise FeatureTableError("harmonize.combat needs each patient's centre: add a center column to the manifest "
+                                "(site or scanner) or set harmonize.combat: false")
+    missing = features.centers.index[features.centers == ""]
+    if len(missing):
+        raise FeatureTableError(f"harmonize.combat: patient {missing[0]} has no centre; fill the manifest's center "
+                                "column for every patient or set harmonize.combat: false")
+
+
+def _harmonizer(config: AnalysisConfig, centers: pd.Series | None) -> ComBatHarmonizer | None:
+    """ComBat with each patient's centre as side data (``harmonize.combat``), else None."""
+    if not config.harmonize.combat:
+        return None
+    return ComBatHarmonizer(centers.to_numpy(dtype=str), centers.index.to_numpy(dtype=str),
+                            new_centers=config.harmonize.new_centers)
+
+
 def _family_search(family: str, blocks: dict[str, list[str]], config: AnalysisConfig, method: str = RAD_DF,
-                   perturbed: dict[str, pd.DataFrame] | None = None):
+                   perturbed: dict[str, pd.DataFrame] | None = None, centers: pd.Series | None = None):
     """Model search of a family's blocks; radiomics+deep: the ``method`` row's steps (Rad + DF or PCA of all);
-    with ``select.icc_threshold`` radiomic features below it (ICC on ``perturbed``) are dropped first."""
+    with ``select.icc_threshold`` radiomic features below it (ICC on ``perturbed``) are dropped first; with
+    ``harmonize.combat`` every family's imputed features are ComBat-harmonised by ``centers`` next."""
     seed, select = config.seed, config.select
+    harmonizer = _harmonizer(config, centers)
 
     def radiomics(names):
         columns = [column for name in names for column in blocks[name]]
         steps = radiomics_steps(columns, select.mannwhitney_p, select.spearman_rho, select.lasso_alphas,
                                 select.fallback_k, config.inner_folds, seed)
-        if select.icc_threshold is None:
-            return steps
-        return _icc_filtered(steps, columns, perturbed or {}, select.icc_threshold)
+        if select.icc_threshold is not None:
+            steps = _icc_filtered(steps, columns, perturbed or {}, select.icc_threshold)
+        return harmonized(steps, harmonizer)
 
     if family == "radiomics":
         steps = radiomics(blocks)
     elif family == "deep":
-        steps = deep_steps(blocks, config.pca.deep, seed)
+        steps = deep_steps(blocks, config.pca.deep, seed, harmonizer)
     elif method == PCA_OF_ALL:
-        steps = pca_of_all_steps([column for block in blocks.values() for column in block], config.pca.fused, seed)
+        steps = harmonized(pca_of_all_steps([column for block in blocks.values() for column in block],
+                                            config.pca.fused, seed), harmonizer)
     else:
         of_family = {f: [name for name in blocks if name.partition("_")[0] == f] for f in TABLE_FAMILIES}
         steps = rad_df_steps(radiomics(of_family["radiomics"]),
-                             deep_steps({name: blocks[name] for name in of_family["deep"]}, config.pca.deep, seed),
+                             deep_steps({name: blocks[name] for name in of_family["deep"]}, config.pca.deep, seed,
+                                        harmonizer),
                              config.pca.fused_radiomics, config.pca.fused_deep, seed)
     return model_search(steps, config.classifiers, config.inner_folds, seed)
 
@@ -184,14 +210,14 @@ def _family_search(family: str, blocks: dict[str, list[str]], config: AnalysisCo
 def block_model(name: str, features: FeatureSet, config: AnalysisConfig):
     """Unfitted model search of one block: a single-modality row's model and a late-fusion base model."""
     return _family_search(features.blocks[name].family, features.block_columns([name]), config,
-                          perturbed=features.perturbed)
+                          perturbed=features.perturbed, centers=features.centers)
 
 
 def build_model(row: GridRow, features: FeatureSet, config: AnalysisConfig):
     """Unfitted estimator of a row: a model search (single, early, combined) or a late-fusion model."""
     blocks = features.block_columns(row.blocks)
     if row.kind in (SINGLE, EARLY, COMBINED):
-        return _family_search(row.family, blocks, config, row.method, features.perturbed)
+        return _family_search(row.family, blocks, config, row.method, features.perturbed, features.centers)
     bases = [(name, block_model(name, features, config)) for name in blocks]
     if row.kind == ENSEMBLE:
         return AccuracyWeightedEnsemble(bases, blocks, cv=config.inner_folds, random_state=config.seed,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
 from sklearn.feature_selection import VarianceThreshold
 from sklearn.pipeline import FeatureUnion, Pipeline
@@ -32,6 +33,17 @@ def _standardised(columns: Sequence[str]) -> Steps:
     ]
 
 
+def harmonized(steps: Steps, harmonizer=None) -> Steps:
+    """``steps`` with a clone of ``harmonizer`` (:class:`~mmdlr.select.harmonize.ComBatHarmonizer`) right after
+    the imputation, the steps up to it handing on DataFrames indexed by patient id (by which it finds each
+    patient's centre); ``steps`` unchanged without one."""
+    if harmonizer is None:
+        return steps
+    at = [name for name, _ in steps].index("impute") + 1
+    return [*((name, step.set_output(transform="pandas")) for name, step in steps[:at]),
+            ("combat", clone(harmonizer)), *steps[at:]]
+
+
 def radiomics_steps(
     columns: Sequence[str],
     p_threshold: float = 0.05,
@@ -51,17 +63,19 @@ def radiomics_steps(
     ]
 
 
-def deep_steps(blocks: Mapping[str, Sequence[str]], n_components: int = 32, random_state: int = 0) -> Steps:
-    """Per modality block: impute -> standardise -> PCA(n_components); blocks are then concatenated.
+def deep_steps(blocks: Mapping[str, Sequence[str]], n_components: int = 32, random_state: int = 0,
+               harmonizer=None) -> Steps:
+    """Per modality block: impute -> (ComBat ``harmonizer``) -> standardise -> PCA(n_components); blocks are
+    then concatenated.
 
     The paper reduces each modality's 2048 CNN features to 32 principal components (section 3.3).
     """
     per_block = [
-        (name, Pipeline([
+        (name, Pipeline(harmonized([
             ("impute", FiniteMedianImputer()),
             ("scale", StandardScaler()),
             ("pca", ClippedPCA(n_components=n_components, random_state=random_state)),
-        ]), list(columns))
+        ], harmonizer)), list(columns))
         for name, columns in blocks.items()
     ]
     return [("blocks", ColumnTransformer(per_block, remainder="drop"))]
