@@ -64,9 +64,10 @@ def run_demo_data(args: argparse.Namespace) -> int:
     from mmdlr.synthetic import CohortSettings, generate_cohort
 
     settings = CohortSettings(patients=args.patients, seed=args.seed, missing_rate=args.missing_rate,
-                              benign_fraction=args.benign_fraction)
+                              benign_fraction=args.benign_fraction, centers=args.centers)
     manifest = generate_cohort(args.out, settings, progress=not args.quiet)
-    print(f"wrote {settings.patients} synthetic patients; manifest: {manifest}")
+    where = f" at {settings.centers} centers" if settings.centers > 1 else ""
+    print(f"wrote {settings.patients} synthetic patients{where}; manifest: {manifest}")
     return 0
 
 
@@ -108,6 +109,9 @@ def register(subparsers) -> None:
     demo.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same files")
     demo.add_argument("--missing-rate", type=float, default=0.1, help="chance a modality is missing (default 0.1)")
     demo.add_argument("--benign-fraction", type=float, default=0.35, help="share of benign patients (default 0.35)")
+    demo.add_argument("--centers", type=int, default=1,
+                      help="centers A, B, ... each with its own scanners (intensity scale and offset, noise, pixel "
+                           "spacing, bit depth); the manifest gets a center column (default 1: none)")
     demo.set_defaults(handler=run_demo_data)
 
     busi = subparsers.add_parser("import-busi", help="US-only manifest from the BUSI folder, duplicates removed")
