@@ -17,7 +17,7 @@ from mmdlr.analysis.features import FeatureTableError, load_feature_set
 from mmdlr.analysis.fold import fit_row
 from mmdlr.analysis.grid import plan_rows
 from mmdlr.evaluate import Fold
-from mmdlr.select.harmonize import ComBatHarmonizer
+from mmdlr.select.harmonize import ComBatHarmonizer, assign_centers
 
 from .synthetic_features import write_feature_tables
 
@@ -186,6 +186,19 @@ def test_leave_centre_out_fold_estimates_the_test_centre(tmp_path):
     raw = features.frame.loc[list(fold.test), features.blocks["radiomics_us"].columns]
     assert (np.abs(raw.mean().to_numpy() - train.mean(0)) > 2 * train.std(0)).all()
     assert (np.abs(test.mean(0) - train.mean(0)) < 0.2 * train.std(0)).all()  # empirical Bayes leaves a little
+
+
+def test_a_saved_model_predicts_new_patients_once_given_their_centres(tmp_path):
+    """The final model knows the training patients' centres only; assign_centers gives it an external cohort's
+    (a centre it never saw, estimated from the cohort's own rows)."""
+    features = _feature_set(tmp_path)
+    config = config_from_dict(CONFIG)
+    model = fit_row(plan_rows(features, config)[0][1], None, features, config, keep_model=True).model  # deep
+    external = features.frame.iloc[:10].set_axis([f"X{i}" for i in range(10)]) * 1.5 - 2
+    with pytest.raises(ValueError, match="patient X0 has no centre"):
+        model.predict_proba(external)
+    assert assign_centers(model, pd.Series("C", index=external.index)) >= 1
+    assert np.isfinite(model.predict_proba(external)).all()
 
 
 def test_combat_config_and_centres_are_checked(tmp_path):

@@ -156,3 +156,27 @@ def _require_rows(centers: np.ndarray, counts: np.ndarray, purpose: str) -> None
     if len(few):
         raise ValueError(f"ComBat needs at least {MIN_CENTER_ROWS} patients of each centre {purpose}; centre "
                          f"{str(centers[few[0]])!r} has {int(counts[few[0]])} sample")
+
+
+def assign_centers(model, centers: pd.Series) -> int:
+    """Give every :class:`ComBatHarmonizer` inside ``model`` (a fitted search, pipeline or fusion model, at any
+    depth) ``centers`` (patient id -> centre) as its side data, e.g. an external cohort's before predicting it;
+    the fitted centre effects stay as they are. Returns how many harmonizers it found."""
+    found, visited = [], set()
+
+    def visit(item):
+        if id(item) in visited:
+            return
+        visited.add(id(item))
+        if isinstance(item, ComBatHarmonizer):
+            item.set_params(centers=centers.to_numpy(dtype=str), patients=centers.index.to_numpy(dtype=str))
+            found.append(item)
+        elif isinstance(item, BaseEstimator):
+            for value in vars(item).values():
+                visit(value)
+        elif isinstance(item, (list, tuple, dict)):
+            for value in item.values() if isinstance(item, dict) else item:
+                visit(value)
+
+    visit(model)
+    return len(found)
