@@ -217,3 +217,9 @@ def test_combat_config_and_centres_are_checked(tmp_path):
     centers.iloc[3] = ""
     with pytest.raises(FeatureTableError, match=f"patient {centers.index[3]} has no centre"):
         plan_rows(dataclasses.replace(features, centers=centers), config_from_dict(CONFIG))
+    centers.iloc[:3] = "B"
+    centers.iloc[3] = "A"
+    with pytest.raises(FeatureTableError, match="centre B has 3 patient"):  # inner_folds 2: at least 4
+        plan_rows(dataclasses.replace(features, centers=centers), config_from_dict(CONFIG))
+    centers.iloc[3] = "B"
+    assert plan_rows(dataclasses.replace(features, centers=centers), config_from_dict(CONFIG))[0]

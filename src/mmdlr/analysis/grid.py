@@ -50,7 +50,7 @@ def plan_rows(features: FeatureSet, config: AnalysisConfig) -> tuple[list[GridRo
                                 "(features/robustness/, written by the radiomics stage with radiomics.robustness "
                                 "set); set radiomics.robustness or select.icc_threshold: null")
     if config.harmonize.combat:
-        _require_centers(features)
+        _require_centers(features, 2 * config.inner_folds)
     wanted, skipped = [], []
     for family in config.families:
         if family in TABLE_FAMILIES:
@@ -156,8 +156,9 @@ def _icc_filtered(steps: list, columns: list[str], perturbed: dict[str, pd.DataF
             *steps[1:]]
 
 
-def _require_centers(features: FeatureSet) -> None:
-    """Raise :class:`FeatureTableError` unless every patient has a centre (harmonize.combat's batch)."""
+def _require_centers(features: FeatureSet, min_patients: int) -> None:
+    """Raise :class:`FeatureTableError` unless every patient has a centre (harmonize.combat's batch) and every
+    centre ``min_patients`` (ComBat needs 2 of a centre in every inner training fold)."""
     if features.centers is None:
         raise FeatureTableError("harmonize.combat needs each patient's centre: add a center column to the manifest "
                                 "(site or scanner) or set harmonize.combat: false")
@@ -165,6 +166,12 @@ def _require_centers(features: FeatureSet) -> None:
     if len(missing):
         raise FeatureTableError(f"harmonize.combat: patient {missing[0]} has no centre; fill the manifest's center "
                                 "column for every patient or set harmonize.combat: false")
+    counts = features.centers.value_counts()
+    if (counts < min_patients).any():
+        center = counts.index[counts < min_patients][0]
+        raise FeatureTableError(f"harmonize.combat: centre {center} has {counts[center]} patient(s); ComBat needs at "
+                                f"least {min_patients} (2 per inner fold) to estimate a centre's scale in every "
+                                "training fold: merge small centres or set harmonize.combat: false")
 
 
 def _harmonizer(config: AnalysisConfig, centers: pd.Series | None) -> ComBatHarmonizer | None:
