@@ -6,6 +6,7 @@ import pytest
 from scipy.special import softmax
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import cross_val_predict, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -146,6 +147,22 @@ def test_late_fusion_needs_dataframe_and_matching_blocks(data):
     with pytest.raises(ValueError, match="must match block names"):
         AccuracyWeightedEnsemble([("us", _search())], BLOCKS).fit(X, y)
     assert clone(StackingFusion([("us", _search())], {"us": BLOCKS["us"]}, meta_estimator=_search())).cv == 3
+
+
+def test_a_searchs_out_of_fold_probabilities_are_its_choices_inner_cv_predictions(data):
+    """Stacking's meta-features of a model search: the chosen candidate refitted on each of the search's own
+    inner splits (groups kept together), not a search per split; their per-split AUCs are its inner-CV scores."""
+    X, y = data
+    groups = np.repeat(np.arange(45), 2)
+    search = model_search([("scale", StandardScaler())], {"lr": {"C": [0.01, 1.0]}, "svm": {"estimator__C": [1.0]}})
+    base = fit_base(search, X[BLOCKS["us"]], y, groups, StratifiedFoldsWithGroups(3, 0), out_of_fold=True)
+    fitted = base.estimator
+    splits = list(StratifiedFoldsWithGroups(3, 0).split(X, y, groups))
+    assert all(set(groups[train]).isdisjoint(groups[test]) for train, test in splits)
+    for k, (_, test) in enumerate(splits):
+        assert roc_auc_score(y[test], base.out_of_fold[test]) == pytest.approx(
+            fitted.cv_results_[f"split{k}_test_auc"][fitted.best_index_])
+    assert fitted.estimator.memory._store == {}  # the fit cache is empty once the fit returns
 
 
 def test_late_fusion_reuses_given_base_fits_and_checks_their_patients(data):

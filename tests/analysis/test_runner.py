@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sklearn.base import clone
 from sklearn.model_selection import cross_val_predict
 
 from mmdlr.analysis import build_model, config_from_dict, load_bundle, load_feature_set, run_analysis
@@ -204,9 +205,10 @@ def test_youden_threshold_comes_from_training_out_of_fold_predictions(tmp_path):
     config = config_from_dict({**SMALL_GRID, "threshold": "youden"})
     fold = Fold("holdout", tuple(features.labels.index[:60]), tuple(features.labels.index[60:]))
     row = GridRow("radiomics", "US", "single", ("radiomics_us",))
-    outcome = fit_row(row, fold, features, config)
+    outcome = fit_row(row, fold, features, config, keep_model=True)
     X, y = features.frame.loc[list(fold.train)], features.labels.loc[list(fold.train)].to_numpy()
-    out_of_fold = cross_val_predict(build_model(row, features, config), X, y, method="predict_proba",
+    chosen = clone(outcome.model.best_estimator_).set_params(memory=None)  # the search's choice, refitted per fold
+    out_of_fold = cross_val_predict(chosen, X, y, method="predict_proba",
                                     cv=StratifiedFoldsWithGroups(config.inner_folds, config.seed))[:, 1]
     assert outcome.threshold == pytest.approx(youden_threshold(y, out_of_fold))
     assert (outcome.predictions["threshold"] == outcome.threshold).all()

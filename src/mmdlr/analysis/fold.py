@@ -8,14 +8,13 @@ from dataclasses import dataclass
 
 import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import cross_val_predict
 
 from mmdlr.analysis.config import AnalysisConfig
 from mmdlr.analysis.features import FeatureSet
 from mmdlr.analysis.grid import (ENSEMBLE, SINGLE, STACKING, GridRow, block_model, build_model, describe_classifier,
                                  row_patients)
 from mmdlr.evaluate import Fold, StratifiedFoldsWithGroups, patient_groups, require_both_classes, youden_threshold
-from mmdlr.fuse import BaseFit, block_presence, fit_base
+from mmdlr.fuse import BaseFit, block_presence, fit_base, out_of_fold_probabilities
 
 PREDICTION_COLUMNS = ["patient_id", "fold", "family", "method", "classifier", "probability", "label",
                       "threshold", "modalities_used"]
@@ -83,7 +82,7 @@ def fit_row(row: GridRow, fold: Fold | None, features: FeatureSet, config: Analy
             late = {"bases": bases} if bases and row.kind in (ENSEMBLE, STACKING) else {}
             model = build_model(row, features, config).fit(X_train, y_train, **fit_params, **late)
         out_of_fold = None if base is None else base.out_of_fold
-        threshold = _threshold(row, features, config, X_train, y_train, fit_params, out_of_fold)
+        threshold = _threshold(row, features, config, model, X_train, y_train, fit_params, out_of_fold)
         test = pd.Index([]) if fold is None else patients[patients.isin(fold.test)]
         probability = model.predict_proba(features.frame.loc[test, X_train.columns])[:, 1] if len(test) else []
     classifier = describe_classifier(model)
@@ -96,14 +95,13 @@ def fit_row(row: GridRow, fold: Fold | None, features: FeatureSet, config: Analy
     return FoldOutcome(row, fold_name, predictions, classifier, threshold, len(train), model if keep_model else None)
 
 
-def _threshold(row, features, config, X_train, y_train, fit_params, out_of_fold=None) -> float:
-    """``out_of_fold``: the row model's inner-CV probabilities on X_train if already computed (a block fit)."""
+def _threshold(row, features, config, model, X_train, y_train, fit_params, out_of_fold=None) -> float:
+    """Youden's J on ``model``'s (fitted on X_train) out-of-fold probabilities on X_train (``out_of_fold`` if
+    already computed, by a block fit), or the fixed threshold."""
     if config.threshold != "youden":
         return float(config.threshold)
     if out_of_fold is None:
-        out_of_fold = cross_val_predict(
-            build_model(row, features, config), X_train, y_train, groups=fit_params.get("groups"),
-            cv=StratifiedFoldsWithGroups(config.inner_folds, config.seed), method="predict_proba",
-            params=fit_params,
-        )[:, 1]
+        out_of_fold = out_of_fold_probabilities(build_model(row, features, config), model, X_train, y_train,
+                                                fit_params.get("groups"),
+                                                StratifiedFoldsWithGroups(config.inner_folds, config.seed))
     return youden_threshold(y_train, out_of_fold)

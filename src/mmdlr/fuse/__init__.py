@@ -6,7 +6,8 @@ columns in a shared feature frame; a patient without that modality has NaN in al
 
 from mmdlr.fuse.blocks import block_presence, fusion_subsets
 from mmdlr.fuse.ensemble import AccuracyWeightedEnsemble
-from mmdlr.fuse.late import BaseFit, fit_base
+from mmdlr.fuse.late import BaseFit, fit_base, out_of_fold_probabilities
 from mmdlr.fuse.stacking import StackingFusion
 
-__all__ = ["AccuracyWeightedEnsemble", "BaseFit", "StackingFusion", "block_presence", "fit_base", "fusion_subsets"]
+__all__ = ["AccuracyWeightedEnsemble", "BaseFit", "StackingFusion", "block_presence", "fit_base", "fusion_subsets",
+           "out_of_fold_probabilities"]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from sklearn import config_context
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.model_selection import cross_val_predict
 from sklearn.utils.validation import check_is_fitted
@@ -31,13 +32,33 @@ class BaseFit:
 
 def fit_base(estimator, X_block: pd.DataFrame, y_block, groups=None, cv=None, out_of_fold: bool = False) -> BaseFit:
     """Fit ``clone(estimator)`` on the block's patients; with ``out_of_fold``, also its ``cv``-fold
-    out-of-fold malignancy probabilities (``cross_val_predict``, grouped when ``groups`` is given)."""
+    out-of-fold malignancy probabilities (:func:`out_of_fold_probabilities`)."""
     fit_params = {} if groups is None else {"groups": groups}
-    probabilities = None
-    if out_of_fold:
-        probabilities = cross_val_predict(clone(estimator), X_block, y_block, groups=groups, cv=cv,
-                                          method="predict_proba", params=fit_params)[:, 1]
-    return BaseFit(tuple(X_block.index), clone(estimator).fit(X_block, y_block, **fit_params), probabilities)
+    fitted = clone(estimator).fit(X_block, y_block, **fit_params)
+    probabilities = out_of_fold_probabilities(estimator, fitted, X_block, y_block, groups, cv) if out_of_fold else None
+    return BaseFit(tuple(X_block.index), fitted, probabilities)
+
+
+def out_of_fold_probabilities(estimator, fitted, X, y, groups=None, cv=None) -> np.ndarray:
+    """Each patient's malignancy probability from ``estimator`` fitted on the other ``cv`` folds (grouped
+    when ``groups`` is given); ``fitted`` is ``estimator`` already fitted on all of ``X``.
+
+    For a model search (``fitted.best_estimator_``) the model of each fold is the candidate the search chose,
+    refitted there: ``cv`` fits instead of ``cv`` searches. With the search's own inner splits these are the
+    inner-CV predictions its choice was made on, so they are as optimistic as its inner-CV score; both stay
+    inside the training data they were computed on (an outer fold's), so no test patient is touched.
+    """
+    chosen = getattr(fitted, "best_estimator_", None)
+    if chosen is None:
+        params = {} if groups is None else {"groups": groups}
+        return cross_val_predict(clone(estimator), X, y, groups=groups, cv=cv, method="predict_proba",
+                                 params=params)[:, 1]
+    candidate = clone(chosen)
+    if "memory" in candidate.get_params(deep=False):
+        candidate.set_params(memory=None)  # a model search's fit cache lives only while the search fits
+    with config_context(enable_metadata_routing=True):  # groups reach the folds and the steps that request them
+        return cross_val_predict(candidate, X, y, cv=cv, method="predict_proba",
+                                 params={} if groups is None else {"groups": groups})[:, 1]
 
 
 class LateFusion(ClassifierMixin, BaseEstimator):
