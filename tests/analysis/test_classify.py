@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.calibration import CalibratedClassifierCV
+from sklearn.compose import ColumnTransformer
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -60,6 +61,20 @@ def test_model_search_chooses_by_inner_cv_and_records_accuracy(frame):
     assert len(results["params"]) == 4 and "mean_test_accuracy" in results
     assert results["rank_test_auc"][search.best_index_] == 1
     assert search.predict_proba(X).shape == (80, 2)
+
+
+def test_one_predict_proba_gives_the_scores_of_scikit_learns_auc_and_accuracy_scorers(frame):
+    """The search scores each candidate from one predict_proba call; for all seven classifiers that equals
+    scikit-learn's own roc_auc and accuracy scorers (which call decision_function or predict as well)."""
+    X, y = frame
+    steps = [("columns", ColumnTransformer([("a", "passthrough", ["a__f0", "a__f1", "b__f0"])])),
+             ("scale", StandardScaler())]
+    search = model_search(steps, {name: {} for name in CLASSIFIERS}, inner_folds=3).fit(X, y)
+    reference = GridSearchCV(Pipeline([*steps, ("clf", make_classifier("lr"))]), search.param_grid,
+                             scoring={"auc": "roc_auc", "accuracy": "accuracy"}, refit="auc", cv=search.cv).fit(X, y)
+    for metric in ("auc", "accuracy"):
+        np.testing.assert_allclose(search.cv_results_[f"mean_test_{metric}"],
+                                   reference.cv_results_[f"mean_test_{metric}"], rtol=0, atol=1e-12)
 
 
 def test_radiomics_pipeline_sees_only_its_columns_and_selects(frame):
