@@ -91,6 +91,9 @@ def class_count_problems(manifest: Manifest, config: RunConfig) -> list[str]:
     counted = splits[1:] if fixed else splits
     needed = max(needed_per_class(counted), 2 * analysis.inner_folds)  # fewer: every analysis row is skipped
     chain = ", ".join(f"{folds}-fold {purpose}" for folds, purpose in counted)
+    if analysis.protocol == "leave_center_out":  # each training side (every centre but one) instead of the cohort
+        problems = _center_count_problems(manifest, labels, groups, needed, unit, chain)
+        return problems or _bundle_count_problems(manifest, config, labels, groups, given)
     part = given == "train" if fixed else pd.Series(True, index=labels.index)
     found = _per_class(labels[part], groups[part])
     if min(found) < needed:
@@ -98,21 +101,27 @@ def class_count_problems(manifest: Manifest, config: RunConfig) -> list[str]:
         return [f"too few {unit}: {analysis.protocol} needs at least {needed} benign and {needed} malignant "
                 f"in {where} so that every fold of its nested splits holds both classes ({chain}); found "
                 f"{found[0]} benign and {found[1]} malignant: add patients or use fewer folds"]
-    if analysis.protocol == "leave_center_out":
-        try:
-            folds = leave_center_out_folds(labels, manifest.centers)
-        except ValueError as error:
-            return [str(error)]
-        for fold in folds:
-            trained = _per_class(labels[list(fold.train)], groups[list(fold.train)])
-            if min(trained) < needed:
-                return [f"too few {unit}: with center {fold.name.removeprefix('center_')} as test set, "
-                        f"leave_center_out trains on {trained[0]} benign and {trained[1]} malignant; it needs {needed} "
-                        f"of each ({chain}): add patients or use fewer inner_folds"]
     if fixed and min(test := _per_class(labels[given == "test"], groups[given == "test"])) < 1:
         return [f"the manifest's test split has {test[0]} benign and {test[1]} malignant {unit}: it needs both "
                 "classes (or leave the split column empty for a stratified hold-out)"]
     return _bundle_count_problems(manifest, config, labels, groups, given)
+
+
+def _center_count_problems(manifest: Manifest, labels: pd.Series, groups: pd.Series, needed: int, unit: str,
+                           chain: str) -> list[str]:
+    """Leave-centre-out: the manifest must name two or more centres, and every centre's training side (the other
+    centres) hold ``needed`` patients (groups) of each class."""
+    try:
+        folds = leave_center_out_folds(labels, manifest.centers)
+    except ValueError as error:
+        return [str(error)]
+    for fold in folds:
+        trained = _per_class(labels[list(fold.train)], groups[list(fold.train)])
+        if min(trained) < needed:
+            return [f"too few {unit}: with center {fold.name.removeprefix('center_')} as test set, leave_center_out "
+                    f"trains on {trained[0]} benign and {trained[1]} malignant; it needs {needed} of each ({chain}): "
+                    "add patients or use fewer inner_folds"]
+    return []
 
 
 def _per_class(labels: pd.Series, groups: pd.Series) -> tuple[int, int]:
