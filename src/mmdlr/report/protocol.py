@@ -16,7 +16,7 @@ def cohort_counts(config: RunConfig, source: Manifest) -> str:
     if source.centers is None:
         return counts
     per_center = source.centers.value_counts().sort_index()
-    return f"{counts} from {len(per_center)} centers ({', '.join(f'{c}: {n}' for c, n in per_center.items())})"
+    return f"{counts} at {len(per_center)} centers ({', '.join(f'{c}: {n}' for c, n in per_center.items())})"
 
 
 def _comparisons_text(analysis) -> str:
