@@ -115,6 +115,19 @@ def test_a_centre_never_seen_in_training_is_estimated_from_its_own_rows_or_refus
         refusing.transform(_with_centers(values[test], centers[test]))
 
 
+def test_a_new_centre_keeps_its_spread_when_one_feature_is_rescaled_enormously():
+    """A new scanner rescales an energy-like feature by 1e5 and leaves the others: every feature of the new
+    centre still gets the training centre's SD (an empirical Bayes prior pooled over these scale ratios would
+    inflate every feature's delta and flatten them all)."""
+    values, centers, _ = _two_centres()
+    values[centers == "B"] = (values[centers == "B"] - 5) / 3  # B like A, but for feature 0
+    values[centers == "B", 0] *= 1e5
+    train, test = centers == "A", centers == "B"
+    harmonizer = ComBatHarmonizer(center_column=0).fit(_with_centers(values[train], centers[train]))
+    mapped = harmonizer.transform(_with_centers(values[test], centers[test]))
+    np.testing.assert_allclose(mapped.std(0) / values[train].std(0), 1, atol=0.02)
+
+
 def test_side_data_needs_patient_ids_and_a_centre_for_each():
     values, centers, _ = _two_centres(20)
     ids = [f"P{i}" for i in range(20)]

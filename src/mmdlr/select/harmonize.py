@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from neuroCombat import neuroCombat
-from neuroCombat.neuroCombat import adjust_data_final, find_parametric_adjustments, fit_LS_model_and_find_priors
+from neuroCombat.neuroCombat import adjust_data_final, fit_LS_model_and_find_priors
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -31,12 +31,15 @@ class ComBatHarmonizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     would be one, and test patients have none.
 
     A centre not seen in ``fit`` (leave-centre-out's test centre, an external cohort): with
-    ``new_centers="estimate"`` its gamma* and delta* are estimated at transform time from its own rows in
-    that call (at least 2, unlabelled), standardised by the training fit's pooled mean and variance, with
-    the same empirical Bayes shrinkage, as neuroHarmonize's ``harmonizationLearn(orig_model=...)`` does for
-    a new site; the training fit is unchanged, but such a row's output depends on the other rows of its
-    centre in the call. ``new_centers="refuse"`` raises instead. Features constant over the training rows
-    pass unchanged; with one feature the empirical Bayes step is skipped (it pools over features).
+    ``new_centers="estimate"`` its gamma and delta are estimated at transform time from its own rows in
+    that call (at least 2, unlabelled), standardised by the training fit's pooled mean and variance, as
+    neuroHarmonize's ``harmonizationLearn(orig_model=..., eb=False)`` does for a new site: by least squares,
+    without empirical Bayes, whose prior pools the new centre's scale ratios over features and, when a few
+    are extreme (intensity features of a rescaling scanner: ratios of 1e10), inflates every feature's delta
+    and flattens the centre's features (measured: docs/benchmarks.md section 5). The training fit is
+    unchanged, but such a row's output depends on the other rows of its centre in the call.
+    ``new_centers="refuse"`` raises instead. Features constant over the training rows pass unchanged; with
+    one feature the empirical Bayes step of the fit is skipped (it pools over features).
     """
 
     def __init__(self, centers: Sequence[str] | None = None, patients: Sequence[str] | None = None,
@@ -95,20 +98,17 @@ class ComBatHarmonizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         return values
 
     def _new_center_effects(self, standardised: np.ndarray, centers: np.ndarray) -> tuple[dict, dict]:
-        """gamma* and delta* of each centre not seen in fit, from its own standardised rows (features x rows)."""
+        """Least-squares gamma and delta of each centre not seen in fit, from its own standardised rows
+        (features x rows)."""
         if not len(centers):
             return {}, {}
         new, inverse, counts = np.unique(centers, return_inverse=True, return_counts=True)
         _require_rows(new, counts, "to estimate a centre not seen in training")
         info = {"n_batch": len(new), "ref_level": None,
                 "batch_info": [np.flatnonzero(inverse == k) for k in range(len(new))]}
-        effects = fit_LS_model_and_find_priors(standardised, np.eye(len(new))[inverse], info, False)
-        if self._use_empirical_bayes():
-            with np.errstate(divide="ignore", invalid="ignore"):
-                gamma, delta = find_parametric_adjustments(standardised, effects, info, False)
-        else:
-            gamma, delta = np.asarray(effects["gamma_hat"]), np.asarray(effects["delta_hat"])
-        return dict(zip(new, gamma)), dict(zip(new, delta))
+        with np.errstate(divide="ignore", invalid="ignore"):  # the priors, unused here, divide by 0 for 2 rows
+            effects = fit_LS_model_and_find_priors(standardised, np.eye(len(new))[inverse], info, False)
+        return dict(zip(new, np.asarray(effects["gamma_hat"]))), dict(zip(new, np.asarray(effects["delta_hat"])))
 
     def _use_empirical_bayes(self) -> bool:
         return bool(self.empirical_bayes) and self.harmonized_.sum() > 1

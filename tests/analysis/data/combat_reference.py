@@ -5,7 +5,8 @@ python3.11 -m venv /tmp/nh && /tmp/nh/bin/pip install neuroHarmonize==2.5.2 && /
 Its new-site path (``harmonizationLearn(orig_model=...)``) has two bugs on neuroCombat 0.2.12: the new
 sites' info dict lacks ``ref_level`` (KeyError; shimmed below as None, which is what it means there), and
 without covariates its design and B_hat shapes agree only when there are as many new sites as training
-sites (so three new sites against three training sites, and one against one).
+sites (so three new sites against three training sites, and one against one). New sites are estimated
+with eb=False, as mmdlr does (see ComBatHarmonizer).
 """
 
 import json
@@ -42,7 +43,8 @@ def site_rows(sites):
 
 
 def learned(data, sites, orig_model=None):
-    return harmonizationLearn(data, pd.DataFrame({"SITE": sites}), orig_model=orig_model)
+    """The model fit with empirical Bayes; new sites (``orig_model``) by least squares (mmdlr's choice)."""
+    return harmonizationLearn(data, pd.DataFrame({"SITE": sites}), eb=orig_model is None, orig_model=orig_model)
 
 
 # three training sites, rows of seen sites, three new sites
