@@ -50,3 +50,16 @@ def delong_test(y_true, score_a, score_b) -> tuple[float, float]:
         return (0.0, 1.0) if abs(difference) < 1e-12 else (float(np.sign(difference) * np.inf), 0.0)
     z = difference / np.sqrt(variance)
     return float(z), float(2 * norm.sf(abs(z)))
+
+
+def delong_unpaired_test(y_a, score_a, y_b, score_b) -> tuple[float, float]:
+    """Unpaired two-sided DeLong test of AUC_a == AUC_b on two independent cohorts (e.g. internal and external
+    validation of one model): z = (AUC_a - AUC_b) / sqrt(V_a + V_b), each V the DeLong variance within its own
+    cohort (pROC's ``roc.test(..., paired = FALSE, method = "delong")``). Returns (z, p)."""
+    auc_a, variance_a = delong_auc_variance(y_a, score_a)
+    auc_b, variance_b = delong_auc_variance(y_b, score_b)
+    variance = variance_a + variance_b
+    if variance <= 1e-15:
+        return (0.0, 1.0) if abs(auc_a - auc_b) < 1e-12 else (float(np.sign(auc_a - auc_b) * np.inf), 0.0)
+    z = (auc_a - auc_b) / np.sqrt(variance)
+    return float(z), float(2 * norm.sf(abs(z)))
