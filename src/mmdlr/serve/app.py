@@ -162,6 +162,7 @@ def prediction_json(prediction: Prediction, latencies: dict[str, float], form: C
             "prediction": [{"idx": idx, "label": LABEL_NAMES[idx], "score": scores[idx]} for idx in decided_first],
             "label_names": LABELS, "probability_malignant": prediction.probability, "threshold": prediction.threshold,
             "per_modality": prediction.per_modality, "modalities_used": prediction.modalities_used,
+            "shift_warnings": prediction.shift_warnings,
             "ignored_params": form.ignored_params,
             "latencies": {name: round(seconds, 4) for name, seconds in latencies.items()}}
 

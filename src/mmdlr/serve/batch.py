@@ -57,5 +57,7 @@ def predict_manifest(predictor: Predictor, manifest_path: str | Path, model: str
         predictions = predictor.predict(files, None if model is None else [model], patient_id)
         if not predictions:
             log.warning("patient %s: no model can use its modalities (%s)", patient_id, ", ".join(files) or "none")
+        for warning in dict.fromkeys(w for prediction in predictions for w in prediction.shift_warnings.values()):
+            log.warning("outside the training distribution: %s", warning)
         rows += [prediction.row(patient_id) for prediction in predictions]
     return pd.DataFrame(rows, columns=PREDICTION_COLUMNS)

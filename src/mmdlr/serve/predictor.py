@@ -30,6 +30,7 @@ from mmdlr.roi.cache import crop_case
 from mmdlr.roi.regions import region_names
 from mmdlr.serve.deep import ModalityNetwork
 from mmdlr.serve.run_folder import RunFolder, ServedModel
+from mmdlr.serve.shift import TrainingReference
 
 SEPARATOR = "+"
 
@@ -62,6 +63,7 @@ class ModalityFeatures:
     features: dict[str, dict[str, float]] = field(default_factory=dict)
     cnn_probability: float | None = None
     regions: dict[str, dict[str, float]] = field(default_factory=dict)  # radiomics of other regions (roi.regions)
+    shift_warning: str | None = None  # what lies outside the training distribution (mmdlr.serve.shift)
 
 
 @dataclass
@@ -73,6 +75,7 @@ class Prediction:
     threshold: float
     modalities_used: list[str]
     per_modality: dict[str, dict]
+    shift_warnings: dict[str, str] = field(default_factory=dict)  # modality -> what lies outside its training data
 
     @property
     def label(self) -> int:
@@ -129,6 +132,7 @@ class Predictor:
         cnn_modalities = {modality for model in folder.models.values() for modality in model.cnn_modalities}
         self.networks = {modality: ModalityNetwork(config, folder.deep_dir, modality, torch_lock)
                          for modality in folder.modalities if modality in cnn_modalities}
+        self.reference = TrainingReference.from_run_dir(folder.path, folder.modalities)
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path) -> "Predictor":
@@ -203,6 +207,7 @@ class Predictor:
             with case_errors():
                 item = network.prepare(files.image, list(files.masks), patient_id)
             result.features["deep"], result.cnn_probability = network.features(item)
+        result.shift_warning = self.reference.warning(patient_id, modality, files.image, roi_dir, result.features)
         return result
 
     def _apply(self, model: ServedModel, used: list[str], tables: dict[str, pd.DataFrame],
@@ -220,7 +225,8 @@ class Predictor:
             for name, value in base.dropna().items():
                 per_modality[model.bundle.blocks[name].modality].setdefault("base_probabilities", {})[name] = \
                     float(value)
-        return Prediction(model.name, probability, float(model.bundle.threshold), used, per_modality)
+        shift = {modality: computed[modality].shift_warning for modality in used if computed[modality].shift_warning}
+        return Prediction(model.name, probability, float(model.bundle.threshold), used, per_modality, shift)
 
     def explain(self, model_name: str, modality: str, files: Mapping[str, CaseFiles],
                 patient_id: str | None = None) -> np.ndarray:
