@@ -25,7 +25,7 @@ from mmdlr.errors import ManifestError, UserError, causes, find_cause
 from mmdlr.terminal import configure_terminal
 
 COMMAND_MODULES = ("mmdlr.cli.data", "mmdlr.cli.radiomics", "mmdlr.cli.analysis", "mmdlr.cli.pipeline",
-                   "mmdlr.cli.serve", "mmdlr.cli.ibsi")
+                   "mmdlr.cli.serve", "mmdlr.cli.ibsi", "mmdlr.cli.evaluate")
 ANTICIPATED = (UserError, ValueError, OSError, yaml.YAMLError)
 SHOWN_PROBLEMS = 5  # of a manifest's problems on the error line; `mmdlr validate` lists every one
 
