@@ -160,6 +160,7 @@ def read_feature_table(path: Path) -> pd.DataFrame:
             table[column] = table[column].astype(float)
         except ValueError as error:
             raise FeatureTableError(f"{path}: feature column {column!r} is not numeric") from error
+    table = table.copy()  # one block per dtype again after the column-wise conversion, before adding columns
     for column in ("split", "group", "center"):
         table[column] = table[column].fillna("").astype(str) if column in table.columns else ""
     return table
