@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,10 +68,17 @@ def _outer_loop(config: AnalysisConfig, folds: list[Fold]) -> tuple[int, int]:
 
 
 @contextmanager
-def parallel_backend(parallel: ParallelConfig) -> Iterator[None]:
-    """joblib's backend for :func:`run_parallel` (loky, threading, or dask with its client) while open."""
-    client = dask_client(parallel.scheduler_address, parallel.n_jobs) if parallel.backend == "dask" else nullcontext()
-    with client, parallel_config(backend=parallel.backend, n_jobs=parallel.n_jobs):
+def parallel_backend(parallel: ParallelConfig, shared: Sequence[object] = ()) -> Iterator[None]:
+    """joblib's backend for :func:`run_parallel` (loky, threading, or dask with its client) while open.
+
+    On dask the ``shared`` objects (task arguments common to many tasks: the feature set, the config) are
+    scattered to the workers once, and tasks refer to them, instead of shipping them with every task."""
+    if parallel.backend != "dask":
+        with parallel_config(backend=parallel.backend, n_jobs=parallel.n_jobs):
+            yield
+        return
+    with dask_client(parallel.scheduler_address, parallel.n_jobs), \
+            parallel_config(backend="dask", n_jobs=parallel.n_jobs, scatter=list(shared) or None):
         yield
 
 
@@ -161,7 +168,8 @@ def _fit_grid(rows: list[GridRow], fits: list[tuple[Fold | None, bool]], feature
                    for fold, _ in fits for name in blocks]
     row_tasks = [(fit_row, row, fold, fold_features[_fold_name(fold)], config, keep)
                  for row in rows if row.kind not in late_kinds for fold, keep in fits]
-    with parallel_backend(config.parallel):
+    shared = [config, *{id(fold_set): fold_set for fold_set in fold_features.values()}.values()]
+    with parallel_backend(config.parallel, shared):
         results = run_parallel(_call, block_tasks + row_tasks, "analysis grid: models", progress, ordered=True)
         block_fits = {(task[1], _fold_name(task[2])): fit for task, fit in zip(block_tasks, results)}
         fusion_tasks = [(row, fold, fold_features[_fold_name(fold)], config, keep,
