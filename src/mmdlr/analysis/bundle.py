@@ -122,7 +122,8 @@ TRUSTED_TYPES = frozenset({
     "mmdlr.fuse.ensemble.AccuracyWeightedEnsemble",
     "mmdlr.fuse.stacking.StackingFusion",
     "numpy.dtype",
-    # a search's scorers (roc_auc, accuracy)
+    # a search's scorer; and scikit-learn's roc_auc and accuracy scorers, which runs saved before it hold
+    "mmdlr.classify.search.auc_and_accuracy",
     "sklearn.metrics._scorer._Scorer",
     "sklearn.metrics._ranking.roc_auc_score",
     "sklearn.metrics._classification.accuracy_score",
