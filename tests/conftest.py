@@ -29,8 +29,8 @@ def busi_dir() -> Path:
 
 # A small but complete `mmdlr run`: every stage and every fusion strategy, on a 40-patient cohort.
 FAST_RUN = ["deep.backbone=efficientnet_lite0", "deep.max_epochs=3", "deep.spatial_size=[64,64]",
-            "deep.batch_size=8", "classifiers={lr: {C: [1.0]}, rf: {max_depth: [3]}}", "bootstrap.n=200",
-            "inner_folds=2", "report.gradcam_cases=1", "deep.baselines=[densenet121]",
+            "deep.batch_size=8", "classifiers={lr: {C: [1.0]}, rf: {max_depth: [3], n_estimators: [25]}}",
+            "bootstrap.n=200", "inner_folds=2", "report.gradcam_cases=1", "deep.baselines=[densenet121]",
             "deep.baseline_weights=none"]
 
 
