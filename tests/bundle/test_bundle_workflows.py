@@ -22,6 +22,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from mmdlr.analysis.features import META_COLUMNS
 from mmdlr.deep import DeepClassifier, checkpoint_settings, imagenet_state_dict, load_pretrained
 from mmdlr.deep.weights import to_backbone_keys
 from mmdlr.io.manifest import manifest_cases
@@ -172,8 +173,9 @@ def test_bfloat16_inference_approximates_float32(inferred, small_cohort, trained
     run_config("inference", **TRAINED, manifest=str(small_cohort), output_dir=str(tmp_path), ckpt_path=ckpt,
                precision="bfloat16")
     approximate = pd.read_csv(tmp_path / "deep_us.csv", keep_default_na=False)
-    pd.testing.assert_frame_equal(approximate[inferred.columns[:4]], inferred[inferred.columns[:4]])
-    exact, rounded = inferred.iloc[:, 4:-1].to_numpy(), approximate.iloc[:, 4:-1].to_numpy()
+    meta = len(META_COLUMNS)
+    pd.testing.assert_frame_equal(approximate[inferred.columns[:meta]], inferred[inferred.columns[:meta]])
+    exact, rounded = inferred.iloc[:, meta:-1].to_numpy(), approximate.iloc[:, meta:-1].to_numpy()
     assert not np.array_equal(exact, rounded)
     assert np.corrcoef(exact.ravel(), rounded.ravel())[0, 1] > 0.99
     np.testing.assert_allclose(approximate["head_prob_malignant"], inferred["head_prob_malignant"], atol=0.05)

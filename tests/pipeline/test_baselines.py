@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from mmdlr.analysis.config import ConfigError
+from mmdlr.analysis.features import META_COLUMNS
 from mmdlr.deep import checkpoint_settings, get_backbone
 from mmdlr.io.manifest import read_manifest
 from mmdlr.paths import CONFIG_DIR
@@ -68,5 +69,5 @@ def test_baseline_runs_through_the_bundle_at_the_networks_smallest_input(backbon
     assert checkpoint_settings(folder / "models" / "us" / "model.pt") == \
         {"backbone": backbone, "num_classes": 2, "spatial_size": [side, side]}
     deep = pd.read_csv(folder / "deep_us.csv", keep_default_na=False)
-    assert len(deep) == len(us_manifest.table) and deep.shape[1] == 4 + spec.width + 1  # ids, pooled features, head probability
+    assert len(deep) == len(us_manifest.table) and deep.shape[1] == len(META_COLUMNS) + spec.width + 1  # ids, features, head prob.
     assert np.isfinite(deep["head_prob_malignant"]).all()

@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
+from mmdlr.analysis.features import META_COLUMNS
 from mmdlr.paths import CONFIG_DIR
 from mmdlr.pipeline.config import load_run_config
 from mmdlr.pipeline.run import STAGES, run_pipeline
@@ -28,7 +29,7 @@ def test_every_stage_writes_its_outputs(finished_run):
     assert [name for name in STAGES if (out / "stages" / f"{name}.json").is_file()] == list(STAGES)
     for modality in ("us", "mg", "mr"):
         deep = pd.read_csv(out / "features" / f"deep_{modality}.csv")
-        assert deep.shape[1] == 4 + 1280 + 1  # ids, EfficientNet-Lite0 features, head probability
+        assert deep.shape[1] == len(META_COLUMNS) + 1280 + 1  # ids, EfficientNet-Lite0 features, head probability
         assert (out / "deep" / "models" / modality / "model.pt").is_file()
         cases = pd.read_csv(out / "gradcam" / modality / "cases.csv", dtype={"patient_id": str})
         assert len(cases) >= 1 and (cases["probability_source"] == "network head, test split").all()
