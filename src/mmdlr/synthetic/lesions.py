@@ -44,13 +44,19 @@ class LesionShape:
             r += length * np.exp(-0.5 * (gap / width) ** 2)
         return self.radius * r
 
-    def mask(self, shape: tuple[int, int], centre: tuple[float, float], scale: float = 1.0) -> np.ndarray:
-        """Boolean 2D mask of the outline scaled by ``scale`` around ``centre`` (row, col)."""
+    def polar(self, shape: tuple[int, int], centre: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+        """Each pixel's distance from ``centre`` (row, col) in the lesion's frame, and the outline's radius in
+        that pixel's direction."""
         rows, cols = np.mgrid[: shape[0], : shape[1]].astype(np.float64)
         dy, dx = rows - centre[0], cols - centre[1]
         cos, sin = np.cos(self.angle), np.sin(self.angle)
         u, v = cos * dx + sin * dy, (-sin * dx + cos * dy) / self.aspect
-        return np.hypot(u, v) <= scale * self.profile(np.arctan2(v, u))
+        return np.hypot(u, v), self.profile(np.arctan2(v, u))
+
+    def mask(self, shape: tuple[int, int], centre: tuple[float, float]) -> np.ndarray:
+        """Boolean 2D mask of the outline around ``centre`` (row, col)."""
+        distance, outline = self.polar(shape, centre)
+        return distance <= outline
 
 
 def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> np.ndarray:
@@ -116,10 +122,11 @@ def mri_t2(rng: np.random.Generator, size: int, slices: int, shape: LesionShape,
     mask = np.zeros((slices, size, size), dtype=bool)
     centre = (size * rng.uniform(0.4, 0.6), size * rng.uniform(0.4, 0.6))
     mid, half = slices / 2 + rng.uniform(-1.5, 1.5), rng.uniform(0.25, 0.4) * slices
+    distance, outline = shape.polar((size, size), centre)  # each slice scales the same outline
     for z in range(slices):
         extent = 1 - ((z - mid) / half) ** 2
         if extent > 0.05:
-            mask[z] = shape.mask((size, size), centre, scale=float(np.sqrt(extent)))
+            mask[z] = distance <= float(np.sqrt(extent)) * outline
     signal = rng.uniform(0.75, 0.95) - 0.35 * malignancy
     lesion = signal * lesion_texture(rng, mask.shape, malignancy)
     soft = ndimage.gaussian_filter(mask.astype(float), (0.5, 0.7 + malignancy, 0.7 + malignancy))
