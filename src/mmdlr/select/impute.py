@@ -14,6 +14,8 @@ class FiniteMedianImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator)
     def fit(self, X, y=None):
         self.imputer_ = SimpleImputer(strategy="median", keep_empty_features=True).fit(_inf_to_nan(X))
         self.n_features_in_ = self.imputer_.n_features_in_
+        if hasattr(X, "columns"):  # output names for the steps after it (pandas output, ComBat, the report)
+            self.feature_names_in_ = np.asarray(X.columns, dtype=object)
         return self
 
     def transform(self, X):
