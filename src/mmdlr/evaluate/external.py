@@ -13,13 +13,11 @@ run's table columns), ``comparisons.csv`` (internal vs external AUC), ``shift_wa
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from mmdlr.analysis.grid import TABLE_NAMES, GridRow
 from mmdlr.analysis.plots import decision_curve_figure, plot_calibration, plot_roc
@@ -28,10 +26,9 @@ from mmdlr.atomic import atomic_path
 from mmdlr.errors import ManifestError
 from mmdlr.evaluate.delong import delong_auc_variance, delong_unpaired_test
 from mmdlr.io.manifest import Manifest, parse_label
-from mmdlr.serve.batch import new_patients
+from mmdlr.serve.batch import predict_patients
 from mmdlr.serve.predictor import Predictor
 
-log = logging.getLogger(__name__)
 EXTERNAL = "external"
 PREDICTION_COLUMNS = ["patient_id", "model", "family", "method", "classifier", "probability", "label", "threshold",
                       "modalities_used", "fold"]
@@ -71,10 +68,8 @@ def predict_external(predictor: Predictor, manifest_path: str | Path,
                      progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every model each patient's modalities allow: (predictions with labels, shift warnings)."""
     labels = external_labels(manifest_path)
-    patients = new_patients(manifest_path, predictor.folder.modalities)
     rows, warnings = [], []
-    for patient_id, files in tqdm(patients.items(), desc="evaluate", unit="patient", disable=not progress):
-        predictions = predictor.predict(files, None, patient_id)
+    for patient_id, predictions in predict_patients(predictor, manifest_path, None, progress, "evaluate").items():
         for prediction in predictions:
             bundle = predictor.models[prediction.model].bundle
             rows.append({**prediction.row(patient_id), "family": bundle.family, "method": bundle.method,
@@ -82,7 +77,6 @@ def predict_external(predictor: Predictor, manifest_path: str | Path,
                          "threshold": prediction.threshold, "fold": EXTERNAL})
         for modality, warning in dict(item for prediction in predictions
                                       for item in prediction.shift_warnings.items()).items():
-            log.warning("outside the training distribution: %s", warning)
             warnings.append({"patient_id": patient_id, "modality": modality, "warning": warning})
     predictions = pd.DataFrame(rows)
     if predictions.empty:

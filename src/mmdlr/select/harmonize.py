@@ -158,10 +158,9 @@ def _require_rows(centers: np.ndarray, counts: np.ndarray, purpose: str) -> None
                          f"{str(centers[few[0]])!r} has {int(counts[few[0]])} sample")
 
 
-def assign_centers(model, centers: pd.Series) -> int:
-    """Give every :class:`ComBatHarmonizer` inside ``model`` (a fitted search, pipeline or fusion model, at any
-    depth) ``centers`` (patient id -> centre) as its side data, e.g. an external cohort's before predicting it;
-    the fitted centre effects stay as they are. Returns how many harmonizers it found."""
+def harmonizers(model) -> list[ComBatHarmonizer]:
+    """Every :class:`ComBatHarmonizer` inside ``model`` (a search, pipeline or fusion model, at any depth), each
+    once, the unfitted templates of searches and stacks included."""
     found, visited = [], set()
 
     def visit(item):
@@ -169,7 +168,6 @@ def assign_centers(model, centers: pd.Series) -> int:
             return
         visited.add(id(item))
         if isinstance(item, ComBatHarmonizer):
-            item.set_params(centers=centers.to_numpy(dtype=str), patients=centers.index.to_numpy(dtype=str))
             found.append(item)
         elif isinstance(item, BaseEstimator):
             for value in vars(item).values():
@@ -179,4 +177,14 @@ def assign_centers(model, centers: pd.Series) -> int:
                 visit(value)
 
     visit(model)
+    return found
+
+
+def assign_centers(model, centers: pd.Series) -> int:
+    """Give every :class:`ComBatHarmonizer` inside ``model`` ``centers`` (patient id -> centre) as its side data,
+    e.g. an external cohort's before predicting it; the fitted centre effects stay as they are. Returns how many
+    harmonizers it found."""
+    found = harmonizers(model)
+    for harmonizer in found:
+        harmonizer.set_params(centers=centers.to_numpy(dtype=str), patients=centers.index.to_numpy(dtype=str))
     return len(found)

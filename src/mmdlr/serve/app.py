@@ -138,6 +138,14 @@ def service_info(predictor: Predictor, max_upload_mb: float) -> dict:
             "params": list(PARAMS), "max_upload_mb": max_upload_mb, "models": models}
 
 
+def check_center_param(params: dict) -> None:
+    """``params.center``, when given, names the case's centre (ComBat-harmonised runs need it) as a string."""
+    center = params.get("center")
+    if center is not None and not (isinstance(center, str) and center):
+        raise UploadError(f"params center must name the case's centre (site or scanner) as a non-empty string, "
+                          f"e.g. {{\"center\": \"A\"}}, not {json.dumps(center)}")
+
+
 def gradcam_modality(model: ServedModel, form: CaseForm) -> str:
     """The modality whose CNN ``output=image`` explains: ``params.modality``, or the model's only CNN."""
     choices = model.cnn_modalities
@@ -195,7 +203,7 @@ def create_app(predictor: Predictor, settings: ServeSettings = ServeSettings()) 
                     overlay = predictor.explain(model.name, gradcam, uploads.files)
                     return Response(png_bytes(overlay), media_type="image/png",
                                     headers={"X-MMDLR-Modality": gradcam})
-                prediction = predictor.predict(uploads.files, [model.name])[0]
+                prediction = predictor.predict(uploads.files, [model.name], center=form.params.get("center"))[0]
             except CaseError as error:
                 status = 422 if isinstance(error, MissingModalityError) else 400
                 raise HTTPException(status, uploads.describe(str(error))) from error
@@ -222,6 +230,7 @@ def create_app(predictor: Predictor, settings: ServeSettings = ServeSettings()) 
         try:
             async with request.form(max_files=MAX_FILES, max_fields=MAX_TEXT_FIELDS) as form:
                 case = read_case_form(form, predictor.folder.modalities, served.modalities)
+                check_center_param(case.params)
                 gradcam = gradcam_modality(served, case) if output == "image" else None
                 if not gradcam:
                     predictor.usable_modalities(served, list(case.files))

@@ -1,7 +1,9 @@
 """`mmdlr predict`: every patient of a manifest of new patients through the Predictor, as one table.
 
-The manifest has the cohort format (docs/contracts.md) without the need for labels: ``patient_id`` and
-``<mod>_image``/``<mod>_mask`` pairs for the run's modalities; other columns are ignored.
+The manifest has the cohort format (docs/contracts.md) without the need for labels: ``patient_id``,
+``<mod>_image``/``<mod>_mask`` pairs for the run's modalities and, for a run trained with ComBat, ``center``;
+other columns are ignored. Every patient's features are computed first, then the models predict them all,
+so that ComBat can estimate a centre not seen in training from its patients here.
 """
 
 from __future__ import annotations
@@ -14,14 +16,16 @@ from tqdm.auto import tqdm
 
 from mmdlr.errors import ManifestError
 from mmdlr.io.manifest import Manifest
-from mmdlr.serve.predictor import CaseFiles, Predictor
+from mmdlr.serve.predictor import CaseFiles, Prediction, Predictor
 
 log = logging.getLogger(__name__)
 PREDICTION_COLUMNS = ["patient_id", "model", "probability", "label_predicted", "modalities_used"]
 
 
-def new_patients(manifest_path: str | Path, modalities: list[str]) -> dict[str, dict[str, CaseFiles]]:
-    """Per patient, the files of each of ``modalities`` the manifest gives; ManifestError lists every problem."""
+def new_patients(manifest_path: str | Path,
+                 modalities: list[str]) -> tuple[dict[str, dict[str, CaseFiles]], dict[str, str | None]]:
+    """Per patient, the files of each of ``modalities`` the manifest gives, and the patient's centre (None
+    without a center column); ManifestError lists every problem."""
     manifest = Manifest.from_csv(manifest_path)
     table = manifest.table
     problems = [] if "patient_id" in table else ["missing required column 'patient_id'"]
@@ -40,24 +44,35 @@ def new_patients(manifest_path: str | Path, modalities: list[str]) -> dict[str, 
     for modality in known:
         for case in manifest.cases(modality):
             patients[case["patient_id"]][modality] = CaseFiles(Path(case["image"]), tuple(map(Path, case["mask"])))
-    return patients
+    centers = manifest.centers
+    return patients, {pid: None if centers is None else centers[pid] for pid in patients}
+
+
+def predict_patients(predictor: Predictor, manifest_path: str | Path, model: str | None = None,
+                     progress: bool = True, desc: str = "predict") -> dict[str, list[Prediction]]:
+    """Each patient's predictions by ``model`` only (every patient must have its modalities) or by every model
+    its modalities allow, in manifest order; shift warnings are logged."""
+    patients, centers = new_patients(manifest_path, predictor.folder.modalities)
+    if model is not None:  # every patient must fit the model: fail before computing anything
+        served = predictor.folder.model(model)
+        for patient_id, files in patients.items():
+            predictor.usable_modalities(served, list(files), patient_id)
+    cases = [predictor.features(files, None if model is None else [model], patient_id, centers[patient_id])
+             for patient_id, files in tqdm(patients.items(), desc=desc, unit="patient", disable=not progress)]
+    answers = dict(zip(patients, predictor.predict_cases(cases)))
+    for patient_id, predictions in answers.items():
+        if not predictions:
+            log.warning("patient %s: no model can use its modalities (%s)", patient_id,
+                        ", ".join(patients[patient_id]) or "none")
+        for warning in dict.fromkeys(w for prediction in predictions for w in prediction.shift_warnings.values()):
+            log.warning("outside the training distribution: %s", warning)
+    return answers
 
 
 def predict_manifest(predictor: Predictor, manifest_path: str | Path, model: str | None = None,
                      progress: bool = True) -> pd.DataFrame:
     """One row per patient and model: ``model`` only (every patient must have its modalities), or every
     model each patient's modalities allow."""
-    patients = new_patients(manifest_path, predictor.folder.modalities)
-    if model is not None:  # every patient must fit the model: fail before computing anything
-        served = predictor.folder.model(model)
-        for patient_id, files in patients.items():
-            predictor.usable_modalities(served, list(files), patient_id)
-    rows = []
-    for patient_id, files in tqdm(patients.items(), desc="predict", unit="patient", disable=not progress):
-        predictions = predictor.predict(files, None if model is None else [model], patient_id)
-        if not predictions:
-            log.warning("patient %s: no model can use its modalities (%s)", patient_id, ", ".join(files) or "none")
-        for warning in dict.fromkeys(w for prediction in predictions for w in prediction.shift_warnings.values()):
-            log.warning("outside the training distribution: %s", warning)
-        rows += [prediction.row(patient_id) for prediction in predictions]
+    answers = predict_patients(predictor, manifest_path, model, progress)
+    rows = [prediction.row(patient_id) for patient_id, predictions in answers.items() for prediction in predictions]
     return pd.DataFrame(rows, columns=PREDICTION_COLUMNS)

@@ -4,6 +4,10 @@ Per modality the image and masks are loaded, checked and cropped by the ROI cach
 private temporary folder, radiomics are extracted from that ROI exactly as the run did, and deep
 features come from the modality's trained CNN with the bundle's inference preprocessing. Only the
 feature families the requested models read are computed.
+
+A run trained with ComBat (``harmonize.combat``) needs each patient's centre: one seen in training is
+harmonised with its fitted effects, case by case; a new one (``harmonize.new_centers: estimate``) with
+effects estimated from all the patients of that centre predicted together (:meth:`Predictor.predict_cases`).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import json
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +32,7 @@ from mmdlr.io.readers import read_image
 from mmdlr.radiomics.extract import DEFAULT_PARAMS, extract_roi, region_mask_name, roi_files
 from mmdlr.roi.cache import crop_case
 from mmdlr.roi.regions import region_names
+from mmdlr.select.harmonize import MIN_CENTER_ROWS, assign_centers, harmonizers
 from mmdlr.serve.deep import ModalityNetwork
 from mmdlr.serve.run_folder import RunFolder, ServedModel
 from mmdlr.serve.shift import TrainingReference
@@ -64,6 +69,17 @@ class ModalityFeatures:
     cnn_probability: float | None = None
     regions: dict[str, dict[str, float]] = field(default_factory=dict)  # radiomics of other regions (roi.regions)
     shift_warning: str | None = None  # what lies outside the training distribution (mmdlr.serve.shift)
+
+
+@dataclass
+class CaseFeatures:
+    """One patient's computed features and the models chosen for them, each with the modalities it uses."""
+
+    patient_id: str | None
+    center: str | None
+    chosen: list[tuple[ServedModel, list[str]]]
+    tables: dict[str, pd.DataFrame]
+    computed: dict[str, ModalityFeatures]
 
 
 @dataclass
@@ -133,6 +149,9 @@ class Predictor:
         self.networks = {modality: ModalityNetwork(config, folder.deep_dir, modality, torch_lock)
                          for modality in folder.modalities if modality in cnn_modalities}
         self.reference = TrainingReference.from_run_dir(folder.path, folder.modalities)
+        self.harmonizers = {name: [harmonizer for harmonizer in harmonizers(model.bundle.model)
+                                   if hasattr(harmonizer, "centers_")] for name, model in folder.models.items()}
+        self.centers_lock = threading.Lock()  # the harmonizers' side data holds the centres of one call at a time
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path) -> "Predictor":
@@ -155,12 +174,28 @@ class Predictor:
                                        f"{', '.join(model.modalities)}; none was given", missing, patient_id)
         return used
 
-    def predict(self, files: Mapping[str, CaseFiles], models: Sequence[str] | None = None,
-                patient_id: str | None = None) -> list[Prediction]:
-        """Predictions of the named models (all must be usable), or of every model the files allow.
+    def training_centers(self, model: ServedModel) -> list[str]:
+        """The centres every ComBat step of ``model`` was fitted on (a late fusion's base models see only the
+        patients with their modality); empty when the model harmonises nothing."""
+        fitted = [set(map(str, harmonizer.centers_)) for harmonizer in self.harmonizers[model.name]]
+        return sorted(set.intersection(*fitted)) if fitted else []
 
-        ``patient_id`` names the patient in errors.
-        """
+    def predict(self, files: Mapping[str, CaseFiles], models: Sequence[str] | None = None,
+                patient_id: str | None = None, center: str | None = None) -> list[Prediction]:
+        """Predictions of one patient by the named models (all must be usable), or by every model the files
+        allow. ``patient_id`` names the patient in errors; ``center`` is their centre (site or scanner), which a
+        run trained with ComBat needs, and which must be one seen in training here (a new centre needs
+        :meth:`predict_cases` with others of it)."""
+        return self.predict_cases([self._case_features(files, models, patient_id, center, alone=True)])[0]
+
+    def features(self, files: Mapping[str, CaseFiles], models: Sequence[str] | None = None,
+                 patient_id: str | None = None, center: str | None = None) -> CaseFeatures:
+        """One patient's features for the named models (all must be usable) or every model the files allow,
+        to predict with :meth:`predict_cases`."""
+        return self._case_features(files, models, patient_id, center, alone=False)
+
+    def _case_features(self, files: Mapping[str, CaseFiles], models: Sequence[str] | None, patient_id: str | None,
+                       center: str | None, alone: bool) -> CaseFeatures:
         unknown = sorted(set(files) - set(self.folder.modalities))
         if unknown:
             raise ValueError(f"modality {', '.join(unknown)} unknown to this run ({', '.join(self.folder.modalities)})")
@@ -174,6 +209,8 @@ class Predictor:
         else:
             chosen = [(model, self.usable_modalities(model, list(files), patient_id))
                       for model in map(self.folder.model, models)]
+        for model, _ in chosen:
+            self._check_center(model, center, patient_id, alone)
         families: dict[str, set[str]] = {}
         for model, used in chosen:
             for modality in used:
@@ -185,7 +222,46 @@ class Predictor:
                   for modality, result in computed.items() for family, values in result.features.items()}
         tables |= {block_name("radiomics", modality, region): pd.DataFrame([{"patient_id": patient_id, **values}])
                    for modality, result in computed.items() for region, values in result.regions.items()}
-        return [self._apply(model, used, tables, computed) for model, used in chosen]
+        return CaseFeatures(patient_id, center, chosen, tables, computed)
+
+    def _check_center(self, model: ServedModel, center: str | None, patient_id: str | None, alone: bool) -> None:
+        """Raise CaseError unless ``model`` (if trained with ComBat) can harmonise a patient of ``center``:
+        given, and seen in training or, with ``new_centers: estimate``, not predicted ``alone``."""
+        known = self.training_centers(model)
+        if not known or center in known:
+            return
+        if not center:
+            raise CaseError(f"model {model.name} was trained with ComBat harmonisation by centre and needs the "
+                            f"patient's centre (site or scanner; training centres: {', '.join(known)}): add a "
+                            "center column to the manifest, or send params {\"center\": ...} to the server",
+                            patient_id)
+        if self.harmonizers[model.name][0].new_centers == "refuse":
+            raise CaseError(f"centre {center!r} was not among the training centres of model {model.name} "
+                            f"({', '.join(known)}) and the run refuses new centres (harmonize.new_centers: refuse): "
+                            "train on it", patient_id)
+        if alone:
+            raise CaseError(_new_center_alone(model, center, known), patient_id)
+
+    def predict_cases(self, cases: Sequence[CaseFeatures]) -> list[list[Prediction]]:
+        """Each case's predictions, by its chosen models in their order. A model answers case by case, so a
+        probability does not depend on the other cases (bit for bit what serve gives), except that ComBat
+        harmonises a centre not seen in training by effects estimated from all the cases of it together."""
+        answers: list[dict[str, Prediction]] = [{} for _ in cases]
+        for name in dict.fromkeys(model.name for case in cases for model, _ in case.chosen):
+            model = self.folder.model(name)
+            known = self.training_centers(model)
+            groups: dict[tuple, list[int]] = {}
+            for index, case in enumerate(cases):
+                if any(chosen.name == name for chosen, _ in case.chosen):
+                    new = bool(known) and case.center not in known
+                    groups.setdefault(("center", case.center) if new else ("case", index), []).append(index)
+            for (kind, center), members in groups.items():
+                if kind == "center" and len(members) < MIN_CENTER_ROWS:
+                    raise CaseError(_new_center_alone(model, center, known), cases[members[0]].patient_id)
+                group = [cases[index] for index in members]
+                for index, prediction in zip(members, self._apply(model, group)):
+                    answers[index][name] = prediction
+        return [[answers[index][model.name] for model, _ in case.chosen] for index, case in enumerate(cases)]
 
     def _modality_features(self, modality: str, files: CaseFiles, families: set[str], work: Path,
                            patient_id: str | None) -> ModalityFeatures:
@@ -210,23 +286,38 @@ class Predictor:
         result.shift_warning = self.reference.warning(patient_id, modality, files.image, roi_dir, result.features)
         return result
 
-    def _apply(self, model: ServedModel, used: list[str], tables: dict[str, pd.DataFrame],
-               computed: dict[str, ModalityFeatures]) -> Prediction:
-        features = model.bundle.features_from_tables(tables)
-        probability = float(model.bundle.predict_proba(features)[0])
-        per_modality = {}
-        for modality in used:
-            summary = dict(computed[modality].roi)
-            if "deep" in model.families(modality):
-                summary["cnn_probability"] = computed[modality].cnn_probability
-            per_modality[modality] = summary
-        if isinstance(model.bundle.model, LateFusion):
-            base = model.bundle.model.base_probabilities(features).iloc[0]
-            for name, value in base.dropna().items():
-                per_modality[model.bundle.blocks[name].modality].setdefault("base_probabilities", {})[name] = \
-                    float(value)
-        shift = {modality: computed[modality].shift_warning for modality in used if computed[modality].shift_warning}
-        return Prediction(model.name, probability, float(model.bundle.threshold), used, per_modality, shift)
+    def _apply(self, model: ServedModel, cases: list[CaseFeatures]) -> list[Prediction]:
+        """``model``'s predictions of ``cases`` in one call (ComBat harmonises them with their centres)."""
+        ids = [str(case.patient_id) for case in cases]  # "None" for serve's one case without an id
+        blocks = dict.fromkeys(block for case in cases for block in case.tables)
+        tables = {block: pd.concat([case.tables[block].assign(patient_id=pid) for pid, case in zip(ids, cases)
+                                    if block in case.tables]) for block in blocks}
+        features = model.bundle.features_from_tables(tables).reindex(ids)
+        harmonized = bool(self.harmonizers[model.name])
+        with self.centers_lock if harmonized else nullcontext():
+            if harmonized:
+                assign_centers(model.bundle.model, pd.Series([case.center for case in cases], index=ids, dtype=str))
+            probabilities = model.bundle.predict_proba(features)
+            late = isinstance(model.bundle.model, LateFusion)
+            base = model.bundle.model.base_probabilities(features) if late else None
+        predictions = []
+        for row, case in enumerate(cases):
+            used = next(modalities for chosen, modalities in case.chosen if chosen.name == model.name)
+            per_modality = {}
+            for modality in used:
+                summary = dict(case.computed[modality].roi)
+                if "deep" in model.families(modality):
+                    summary["cnn_probability"] = case.computed[modality].cnn_probability
+                per_modality[modality] = summary
+            if late:
+                for name, value in base.iloc[row].dropna().items():
+                    per_modality[model.bundle.blocks[name].modality].setdefault("base_probabilities", {})[name] = \
+                        float(value)
+            shift = {modality: case.computed[modality].shift_warning for modality in used
+                     if case.computed[modality].shift_warning}
+            predictions.append(Prediction(model.name, float(probabilities[row]), float(model.bundle.threshold), used,
+                                          per_modality, shift))
+        return predictions
 
     def explain(self, model_name: str, modality: str, files: Mapping[str, CaseFiles],
                 patient_id: str | None = None) -> np.ndarray:
@@ -242,3 +333,10 @@ class Predictor:
         with case_errors():
             item = network.prepare(files[modality].image, list(files[modality].masks), patient_id)
         return network.gradcam_overlay(item)
+
+
+def _new_center_alone(model: ServedModel, center: str, known: list[str]) -> str:
+    return (f"centre {center!r} was not among the training centres of model {model.name} ({', '.join(known)}); "
+            f"ComBat estimates a new centre's shift and scale from at least {MIN_CENTER_ROWS} of its patients "
+            f"predicted together: use `mmdlr predict --manifest` with {MIN_CENTER_ROWS} or more patients of centre "
+            f"{center} (or train on it)")

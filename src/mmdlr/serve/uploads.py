@@ -2,8 +2,9 @@
 
 Fields are ``<mod>_image`` and ``<mod>_mask`` for the run's modalities and an optional text field
 ``params`` (one JSON object). MONAI Label's clients send ``file`` (image) and ``label`` (mask) instead: they
-stand for the modality named by ``params.modality``, else the model's only modality. ``params`` keys other
-than ``modality`` (MONAI Label's ``client_id``, ...) are ignored and reported. A file field given several
+stand for the modality named by ``params.modality``, else the model's only modality. ``params.center`` is the
+case's centre (a run trained with ComBat needs it). Other ``params`` keys (MONAI Label's ``client_id``, ...)
+are ignored and reported. A file field given several
 times is a DICOM series (image) or several masks to unite (mask). :func:`read_case_form` checks names,
 kinds, counts, pairs and sizes without decoding anything, so a malformed request is answered before it
 waits for a compute slot; :func:`save_uploads` then copies the files under server-chosen names. Of a
@@ -27,7 +28,7 @@ from mmdlr.serve.predictor import CaseFiles
 KINDS = ("image", "mask")
 SUFFIXES = sorted({*ITK_SUFFIXES, *RASTER_SUFFIXES, *DICOM_SUFFIXES}, key=len, reverse=True)
 PARAMS_FIELD = "params"
-PARAMS = ("modality",)
+PARAMS = ("modality", "center")
 MONAI_LABEL_FIELDS = {"file": "image", "label": "mask"}  # MONAI Label's field -> our kind
 MAX_FILES = 1000  # files of one request (a DICOM series is one file per slice)
 MAX_MASK_FILES = 16  # mask files of one modality
