@@ -74,24 +74,30 @@ def predict(run_dir: Path, table: pd.DataFrame, folder: Path) -> pd.DataFrame:
     return pd.read_csv(folder / "predictions.csv", dtype={"patient_id": str})
 
 
-def by_hand(predictor: Predictor, table: pd.DataFrame) -> np.ndarray:
+@pytest.fixture(scope="module")
+def new_features(predictor, new_cohort) -> dict[str, pd.DataFrame]:
+    """Each new patient's radiomics table, by patient id."""
+    return {row["patient_id"]: predictor.features(case_files(row, ["us"]), [MODEL], row["patient_id"],
+                                                  row["center"]).tables[BLOCK] for _, row in new_cohort.iterrows()}
+
+
+def by_hand(predictor: Predictor, new_features: dict[str, pd.DataFrame], table: pd.DataFrame) -> np.ndarray:
     """The saved model applied to ``table``'s patients in one call, its ComBat given their centres."""
-    tables = [predictor.features(case_files(row, ["us"]), [MODEL], row["patient_id"], row["center"]).tables[BLOCK]
-              for _, row in table.iterrows()]
     bundle = predictor.models[MODEL].bundle
-    features = bundle.features_from_tables({BLOCK: pd.concat(tables)})
+    features = bundle.features_from_tables({BLOCK: pd.concat([new_features[pid] for pid in table["patient_id"]])})
     assert assign_centers(bundle.model, table.set_index("patient_id")["center"]) >= 1
     return bundle.predict_proba(features)
 
 
-def test_training_centres_use_their_fitted_effects_case_by_case(combat_run, predictor, new_cohort, tmp_path):
+def test_training_centres_use_their_fitted_effects_case_by_case(combat_run, predictor, new_cohort, new_features,
+                                                                tmp_path):
     seen = new_cohort[new_cohort["center"] != "C"]
     predicted = predict(combat_run, seen, tmp_path)
     assert predicted["patient_id"].tolist() == seen["patient_id"].tolist()
     assert set(predicted["model"]) == {MODEL}
-    expected = by_hand(predictor, seen)
+    expected = by_hand(predictor, new_features, seen)
     np.testing.assert_allclose(predicted["probability"], expected, rtol=0, atol=1e-12)
-    swapped = by_hand(predictor, seen.assign(center=seen["center"].map({"A": "B", "B": "A"})))
+    swapped = by_hand(predictor, new_features, seen.assign(center=seen["center"].map({"A": "B", "B": "A"})))
     assert np.abs(swapped - expected).max() > 1e-3  # the centre's effects are what moved them
     client = TestClient(create_app(predictor), base_url=LOCAL_URL)
     for index in (0, len(seen) - 1):  # one case of each centre, served alone: predict's number, bit for bit
@@ -104,13 +110,13 @@ def test_training_centres_use_their_fitted_effects_case_by_case(combat_run, pred
 
 
 def test_a_new_centre_is_estimated_from_its_patients_in_predict_and_evaluate(combat_run, predictor, new_cohort,
-                                                                            tmp_path):
+                                                                            new_features, tmp_path):
     predicted = predict(combat_run, new_cohort, tmp_path)
     assert predicted["patient_id"].tolist() == new_cohort["patient_id"].tolist()  # manifest order
     new = new_cohort[new_cohort["center"] == "C"]
     assert len(new) >= 2
     np.testing.assert_allclose(predicted.set_index("patient_id").loc[new["patient_id"], "probability"],
-                               by_hand(predictor, new), rtol=0, atol=1e-12)
+                               by_hand(predictor, new_features, new), rtol=0, atol=1e-12)
     assert main(["-q", "evaluate", "--model-dir", str(combat_run), "--manifest", str(tmp_path / "new.csv"),
                  "--out", str(tmp_path / "eval")]) == 0
     evaluated = pd.read_csv(tmp_path / "eval" / "predictions.csv", dtype={"patient_id": str})

@@ -26,7 +26,8 @@ def register(subparsers) -> None:
                                                       "cohort, with internal vs external tables and shift warnings")
     _add_common(evaluate)
     evaluate.add_argument("--manifest", required=True,
-                          help="the external cohort: patient_id, label and <mod>_image/<mod>_mask columns")
+                          help="the external cohort: patient_id, label and <mod>_image/<mod>_mask columns (and center "
+                               "for a run trained with ComBat)")
     evaluate.add_argument("--out", required=True, help="output folder (written whole or not at all): tables, "
                                                        "figures, shift_warnings.csv, evaluation.html")
     evaluate.set_defaults(handler=run_evaluate)

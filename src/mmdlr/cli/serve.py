@@ -112,7 +112,8 @@ def register(subparsers) -> None:
     predict = subparsers.add_parser("predict", help="predict a manifest of new patients with a run's saved models")
     _add_common(predict)
     predict.add_argument("--manifest", required=True,
-                         help="CSV with patient_id and <mod>_image/<mod>_mask columns (labels not needed)")
+                         help="CSV with patient_id and <mod>_image/<mod>_mask columns (labels not needed; center "
+                              "for a run trained with ComBat)")
     predict.add_argument("--out", required=True, help="output CSV: patient_id, model, probability, "
                                                       "label_predicted, modalities_used")
     predict.add_argument("--model", help="only this model (e.g. deep_us, fusion_stacking; GET /info/ lists them); "

@@ -194,21 +194,40 @@ class Predictor:
         to predict with :meth:`predict_cases`."""
         return self._case_features(files, models, patient_id, center, alone=False)
 
-    def _case_features(self, files: Mapping[str, CaseFiles], models: Sequence[str] | None, patient_id: str | None,
-                       center: str | None, alone: bool) -> CaseFeatures:
+    def choose(self, files: Mapping[str, CaseFiles], models: Sequence[str] | None = None,
+               patient_id: str | None = None) -> list[tuple[ServedModel, list[str]]]:
+        """The named models (all must be usable), or every model the files allow, each with the modalities it
+        uses."""
         unknown = sorted(set(files) - set(self.folder.modalities))
         if unknown:
             raise ValueError(f"modality {', '.join(unknown)} unknown to this run ({', '.join(self.folder.modalities)})")
-        if models is None:
-            chosen = []
-            for model in self.models.values():
-                try:
-                    chosen.append((model, self.usable_modalities(model, list(files), patient_id)))
-                except MissingModalityError:
-                    continue
-        else:
-            chosen = [(model, self.usable_modalities(model, list(files), patient_id))
-                      for model in map(self.folder.model, models)]
+        if models is not None:
+            return [(model, self.usable_modalities(model, list(files), patient_id))
+                    for model in map(self.folder.model, models)]
+        chosen = []
+        for model in self.models.values():
+            try:
+                chosen.append((model, self.usable_modalities(model, list(files), patient_id)))
+            except MissingModalityError:
+                continue
+        return chosen
+
+    def check_centers(self, patients: Sequence[tuple[Mapping[str, CaseFiles], str, str | None]],
+                      models: Sequence[str] | None = None) -> None:
+        """Raise CaseError, before any feature is computed, for the first patient (files, id, centre) whose
+        centre a ComBat-harmonised model cannot place when :meth:`predict_cases` predicts them all."""
+        chosen = [self.choose(files, models, patient_id) for files, patient_id, _ in patients]
+        for name in dict.fromkeys(model.name for models_of in chosen for model, _ in models_of):
+            model, members = self.folder.model(name), []
+            for index, ((_, patient_id, center), models_of) in enumerate(zip(patients, chosen)):
+                if any(other.name == name for other, _ in models_of):
+                    self._check_center(model, center, patient_id, alone=False)
+                    members.append((index, patient_id, center))
+            self._center_groups(model, members)
+
+    def _case_features(self, files: Mapping[str, CaseFiles], models: Sequence[str] | None, patient_id: str | None,
+                       center: str | None, alone: bool) -> CaseFeatures:
+        chosen = self.choose(files, models, patient_id)
         for model, _ in chosen:
             self._check_center(model, center, patient_id, alone)
         families: dict[str, set[str]] = {}
@@ -249,19 +268,26 @@ class Predictor:
         answers: list[dict[str, Prediction]] = [{} for _ in cases]
         for name in dict.fromkeys(model.name for case in cases for model, _ in case.chosen):
             model = self.folder.model(name)
-            known = self.training_centers(model)
-            groups: dict[tuple, list[int]] = {}
-            for index, case in enumerate(cases):
-                if any(chosen.name == name for chosen, _ in case.chosen):
-                    new = bool(known) and case.center not in known
-                    groups.setdefault(("center", case.center) if new else ("case", index), []).append(index)
-            for (kind, center), members in groups.items():
-                if kind == "center" and len(members) < MIN_CENTER_ROWS:
-                    raise CaseError(_new_center_alone(model, center, known), cases[members[0]].patient_id)
-                group = [cases[index] for index in members]
-                for index, prediction in zip(members, self._apply(model, group)):
+            members = [(index, case.patient_id, case.center) for index, case in enumerate(cases)
+                       if any(chosen.name == name for chosen, _ in case.chosen)]
+            for group in self._center_groups(model, members):
+                for index, prediction in zip(group, self._apply(model, [cases[index] for index in group])):
                     answers[index][name] = prediction
         return [[answers[index][model.name] for model, _ in case.chosen] for index, case in enumerate(cases)]
+
+    def _center_groups(self, model: ServedModel, members: list[tuple[int, str | None, str | None]]) -> list[list[int]]:
+        """The indices of ``members`` (index, patient id, centre) that ``model`` predicts in one call: each alone,
+        but all of a centre its ComBat did not see in training together (CaseError for fewer than 2)."""
+        known = self.training_centers(model)
+        groups: dict[tuple, list[int]] = {}
+        for index, _, center in members:
+            new = bool(known) and center not in known
+            groups.setdefault(("center", center) if new else ("case", index), []).append(index)
+        patients = {index: patient_id for index, patient_id, _ in members}
+        for (kind, center), group in groups.items():
+            if kind == "center" and len(group) < MIN_CENTER_ROWS:
+                raise CaseError(_new_center_alone(model, center, known), patients[group[0]])
+        return list(groups.values())
 
     def _modality_features(self, modality: str, files: CaseFiles, families: set[str], work: Path,
                            patient_id: str | None) -> ModalityFeatures:
