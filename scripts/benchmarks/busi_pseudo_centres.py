@@ -11,12 +11,16 @@ BUSI has no site or scanner column. Its PNGs are crops of different sizes; the h
 2. copies the feature tables that ``busi_quality.py`` extracted (radiomics and EfficientNet-Lite0 deep features)
    with the centre as their ``center`` column into ``--work``;
 3. prints the centre effect: the share of features whose centres differ, raw and after ComBat
-   (``multicenter_combat.centre_effect_table``);
-4. runs ``mmdlr.analysis.run_analysis`` under ``protocol: leave_center_out`` without and with
-   ``harmonize.combat`` (radiomics, deep, radiomics+deep; ``--classifiers``), and writes one CSV row per
-   ComBat setting, family, method and test centre: AUC with its DeLong 95% interval (``mmdlr.evaluate.auc_ci``),
-   accuracy, sensitivity and specificity at the run's threshold, and the paired DeLong p of with against
-   without ComBat on the same patients. ``both`` pools the two centres' out-of-centre predictions.
+   (``multicenter_combat.centre_effect_table``), and per radiomic feature class;
+4. runs ``mmdlr.analysis.run_analysis`` (radiomics, deep, radiomics+deep; ``--classifiers``) under
+   ``protocol: leave_center_out`` without and with ``harmonize.combat``, for the height split and for a
+   control split drawn at random with the same centre sizes and class counts; and nested CV 5 x 1 within each
+   pseudo-centre (what training on the same centre gives its patients).
+
+One CSV row per split, protocol, ComBat setting, family, method and test centre: AUC with its DeLong 95%
+interval (``mmdlr.evaluate.auc_ci``), accuracy, sensitivity and specificity at the run's threshold, and a paired
+DeLong p on the same patients (with ComBat: against without; within the centre: against the height split's
+leave-centre-out without ComBat). ``both`` pools the two centres' out-of-centre predictions.
 
     .venv/bin/python scripts/benchmarks/busi_pseudo_centres.py           # full run (docs/benchmarks.md section 5)
     .venv/bin/python scripts/benchmarks/busi_pseudo_centres.py --quick   # smoke run: 60 images per centre, lr only
@@ -33,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
-from scipy.stats import fisher_exact
+from scipy.stats import fisher_exact, ttest_ind
 from sklearn.metrics import roc_auc_score
 
 from busi_quality import REPO, analysis_config, run_one
@@ -99,8 +103,35 @@ def _height_auc(sizes: pd.DataFrame, center: str) -> float:
     return roc_auc_score(part["label"], part["height"])
 
 
-def centre_tables(features: Path, sizes: pd.DataFrame, folder: Path) -> list[Path]:
-    """The feature tables restricted to ``sizes``' patients, with their centre in the ``center`` column."""
+def shift_by_feature_class(table_path: Path) -> str:
+    """Per radiomic feature class: share of features whose centres differ (Welch p < 0.05) and the median
+    absolute standardised mean difference B - A; lesion area in pixels per centre and class."""
+    table = pd.read_csv(table_path, dtype={"center": str})
+    names = [c for c in table.columns if c.startswith("original_") and np.ptp(table[c]) > 0]
+    a, b = (table.loc[table["center"] == center, names] for center in ("A", "B"))
+    shift = pd.DataFrame({"feature_class": [name.split("_")[1] for name in names],
+                          "differs": ttest_ind(a, b, equal_var=False).pvalue < 0.05,
+                          "abs_d": ((b.mean() - a.mean()) / np.sqrt((a.var() + b.var()) / 2)).abs().to_numpy()})
+    lines = ["| feature class | features | Welch p < 0.05 | median abs. standardised difference |", "|---|---|---|---|"]
+    for feature_class, part in shift.groupby("feature_class"):
+        lines.append(f"| {feature_class} | {len(part)} | {part['differs'].mean():.0%} | {part['abs_d'].median():.2f} |")
+    area = table.groupby(["center", "label"])["original_shape2D_PixelSurface"].median()
+    lines.append("\nmedian lesion area (pixels) benign / malignant: " + "; ".join(
+        f"{center} {area[(center, 0)]:.0f} / {area[(center, 1)]:.0f}" for center in ("A", "B")))
+    return "\n".join(lines)
+
+
+def random_centres(sizes: pd.DataFrame, seed: int = 0) -> pd.Series:
+    """Centres drawn at random with the height split's size and class counts per centre (the control)."""
+    rng = np.random.default_rng(seed)
+    centers = pd.Series("B", index=sizes.index)
+    for label, part in sizes.groupby("label"):
+        centers[rng.choice(part.index, (part["center"] == "A").sum(), replace=False)] = "A"
+    return centers
+
+
+def centre_tables(features: Path, centers: pd.Series, folder: Path) -> list[Path]:
+    """The feature tables restricted to ``centers``' patients, with their centre in the ``center`` column."""
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name in TABLES:
@@ -109,12 +140,12 @@ def centre_tables(features: Path, sizes: pd.DataFrame, folder: Path) -> list[Pat
             raise SystemExit(f"{source} is missing: run scripts/benchmarks/busi_quality.py first (it extracts the "
                              "BUSI feature tables), or give --features")
         table = pd.read_csv(source, dtype={"patient_id": str, "group": str, "split": str}, keep_default_na=False)
-        unknown = sorted(set(sizes.index) - set(table["patient_id"]))
+        unknown = sorted(set(centers.index) - set(table["patient_id"]))
         if unknown:
             raise SystemExit(f"{source}: patient {unknown[0]} of the manifest has no features; give the tables of "
                              "the same (de-duplicated) cohort")
-        table = table[table["patient_id"].isin(sizes.index)].assign(split="").copy()  # one block before insert
-        table.insert(4, "center", table["patient_id"].map(sizes["center"]))
+        table = table[table["patient_id"].isin(centers.index)].assign(split="").copy()  # one block before insert
+        table.insert(4, "center", table["patient_id"].map(centers))
         table.to_csv(folder / name, index=False)
         written.append(folder / name)
     return written
@@ -126,47 +157,78 @@ def quick_subset(sizes: pd.DataFrame) -> pd.DataFrame:
                       for (_, label), part in sizes.groupby(["center", "label"])]).sort_index()
 
 
-def result_rows(predictions: dict[bool, pd.DataFrame], centers: pd.Series) -> list[dict]:
-    """One row per ComBat setting, family, method and test centre (and both pooled)."""
+def result_rows(predictions: pd.DataFrame, centers: pd.Series, reference: pd.DataFrame | None = None,
+                **setting) -> list[dict]:
+    """One row per family, method and test centre (and ``both`` pooled when two are tested): AUC with its DeLong
+    interval, accuracy, sensitivity and specificity at the run's threshold, and the paired DeLong p against
+    ``reference``'s predictions for the same patients (NaN without one)."""
     from mmdlr.evaluate import auc_ci, binary_metrics, delong_test
 
     rows = []
-    without = predictions[False].set_index(["family", "method", "patient_id"]).sort_index()
-    for combat, table in predictions.items():
-        for (family, method), part in table.groupby(["family", "method"], sort=False):
-            part = part.set_index("patient_id")
-            for center in ("A", "B", "both"):
-                tested = part if center == "both" else part[part.index.map(centers) == center]
-                labels, probability = tested["label"].to_numpy(), tested["probability"].to_numpy()
-                auc, interval = auc_ci(labels, probability)
-                metrics = binary_metrics(labels, probability, float(tested["threshold"].iloc[0]))
-                reference = without.loc[(family, method)].loc[tested.index, "probability"].to_numpy()
-                p = delong_test(labels, reference, probability)[1] if combat else np.nan
-                rows.append({"combat": combat, "family": family, "method": method, "test_centre": center,
-                             "trained_on": {"A": "B", "B": "A", "both": "the other"}[center],
-                             "classifier": "; ".join(sorted(tested["classifier"].unique())),
-                             "n": len(tested), "malignant": int(labels.sum()), "auc": auc, "auc_low": interval.low,
-                             "auc_high": interval.high, "accuracy": metrics["accuracy"],
-                             "sensitivity": metrics["sensitivity"], "specificity": metrics["specificity"],
-                             "delong_p_vs_without": p})
+    if reference is not None:
+        reference = reference.set_index(["family", "method", "patient_id"]).sort_index()
+    for (family, method), part in predictions.groupby(["family", "method"], sort=False):
+        part = part.set_index("patient_id")
+        tested_centres = sorted(part.index.map(centers).unique())
+        for center in tested_centres + (["both"] if len(tested_centres) > 1 else []):
+            tested = part if center == "both" else part[part.index.map(centers) == center]
+            labels, probability = tested["label"].to_numpy(), tested["probability"].to_numpy()
+            auc, interval = auc_ci(labels, probability)
+            metrics = binary_metrics(labels, probability, float(tested["threshold"].iloc[0]))
+            p = np.nan
+            if reference is not None:
+                other = reference.loc[(family, method)].loc[tested.index, "probability"].to_numpy()
+                p = delong_test(labels, other, probability)[1]
+            rows.append({**setting, "family": family, "method": method, "test_centre": center,
+                         "classifier": "; ".join(sorted(tested["classifier"].unique())),
+                         "n": len(tested), "malignant": int(labels.sum()), "auc": auc, "auc_low": interval.low,
+                         "auc_high": interval.high, "accuracy": metrics["accuracy"],
+                         "sensitivity": metrics["sensitivity"], "specificity": metrics["specificity"],
+                         "delong_p": p})
     return rows
 
 
-def markdown(rows: pd.DataFrame) -> str:
-    """Without and with ComBat side by side, per family, method and test centre."""
+def _auc(row, suffix: str = "") -> str:
+    return f"{row[f'auc{suffix}']:.3f} [{row[f'auc_low{suffix}']:.3f}, {row[f'auc_high{suffix}']:.3f}]"
+
+
+def _p(p: float) -> str:
+    return "< 0.01" if p < 0.01 else f"{p:.2f}"
+
+
+def combat_markdown(rows: pd.DataFrame) -> str:
+    """Height split, leave-centre-out: without and with ComBat side by side."""
     keys = ["family", "method", "test_centre"]
-    both = rows[~rows["combat"]].merge(rows[rows["combat"]], on=keys, suffixes=("", "_combat"))
+    split = rows[(rows["split"] == "height") & (rows["protocol"] == "leave_center_out")]
+    both = split[~split["combat"]].merge(split[split["combat"]], on=keys, suffixes=("", "_combat"))
     lines = ["| family | rows | test centre (n, malignant) | AUC without [95% CI] | AUC with ComBat [95% CI] | "
              "DeLong p | accuracy without / with | sensitivity without / with | specificity without / with |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for row in both.itertuples():
-        lines.append(
-            f"| {row.family} | {row.method} | {row.test_centre} ({row.n}, {row.malignant}) | "
-            f"{row.auc:.3f} [{row.auc_low:.3f}, {row.auc_high:.3f}] | "
-            f"{row.auc_combat:.3f} [{row.auc_low_combat:.3f}, {row.auc_high_combat:.3f}] | "
-            f"{'< 0.01' if row.delong_p_vs_without_combat < 0.01 else f'{row.delong_p_vs_without_combat:.2f}'} | "
-            f"{row.accuracy:.3f} / {row.accuracy_combat:.3f} | {row.sensitivity:.3f} / {row.sensitivity_combat:.3f} | "
-            f"{row.specificity:.3f} / {row.specificity_combat:.3f} |")
+    for _, row in both.iterrows():
+        lines.append(f"| {row.family} | {row.method} | {row.test_centre} ({row.n}, {row.malignant}) | {_auc(row)} | "
+                     f"{_auc(row, '_combat')} | {_p(row.delong_p_combat)} | "
+                     f"{row.accuracy:.3f} / {row.accuracy_combat:.3f} | "
+                     f"{row.sensitivity:.3f} / {row.sensitivity_combat:.3f} | "
+                     f"{row.specificity:.3f} / {row.specificity_combat:.3f} |")
+    return "\n".join(lines)
+
+
+def control_markdown(rows: pd.DataFrame) -> str:
+    """Without ComBat, per test centre: trained on the other pseudo-centre, on the other random centre of the same
+    size and class counts, and within the centre (nested CV; DeLong p paired against the first)."""
+    keys = ["family", "method", "test_centre"]
+    plain = rows[~rows["combat"]]
+    height = plain[(plain["split"] == "height") & (plain["protocol"] == "leave_center_out")]
+    random = plain[plain["split"] == "random"]
+    within = plain[plain["protocol"] == "nested_cv"]
+    table = height.merge(random, on=keys, suffixes=("", "_random")).merge(
+        within.add_suffix("_within").rename(columns={f"{k}_within": k for k in keys}), on=keys)
+    lines = ["| family | rows | test centre | trained on the other pseudo-centre | trained on the other random "
+             "centre | trained within the centre (nested CV 5 x 1) | DeLong p other vs within |",
+             "|---|---|---|---|---|---|---|"]
+    for _, row in table.iterrows():
+        lines.append(f"| {row.family} | {row.method} | {row.test_centre} | {_auc(row)} | {_auc(row, '_random')} | "
+                     f"{_auc(row, '_within')} | {_p(row.delong_p_within)} |")
     return "\n".join(lines)
 
 
@@ -183,24 +245,39 @@ def main(argv=None) -> int:
     if args.quick:
         sizes = quick_subset(sizes)
     print(f"pseudo-centres (height < {args.height_cut} px: A)\n{describe_centres(sizes)}")
-    tables = centre_tables(args.features, sizes, work / "features")
+    tables = centre_tables(args.features, sizes["center"], work / "features" / "height")
     print(f"\ncentre effect (p < 0.05, raw / after ComBat fitted on all images)\n{centre_effect_table(tables)}")
+    print(f"\nradiomic features by class\n{shift_by_feature_class(tables[0])}")
 
     classifiers = ["lr"] if args.quick else args.classifiers.split(",")
-    predictions, timings = {}, []
-    for combat in (False, True):
-        config = analysis_config("nested_cv.yaml", protocol="leave_center_out", families=FAMILIES,
-                                 classifiers=classifiers, comparisons=[], save_models=False,
-                                 **{"bootstrap.n": 200 if args.quick else 1000, "parallel.n_jobs": args.n_jobs,
-                                    "harmonize.combat": combat})
-        load_before = os.getloadavg()[0]
-        result, seconds = run_one(f"leave_center_out_combat_{str(combat).lower()}", work / "features", work, config)
-        timings.append(f"ComBat {combat}: {seconds:.0f} s wall, 1-min load {load_before:.1f} -> "
-                       f"{os.getloadavg()[0]:.1f}")
-        predictions[combat] = result.predictions
+    common = {"families": FAMILIES, "classifiers": classifiers, "comparisons": [], "save_models": False,
+              "bootstrap.n": 200 if args.quick else 1000, "parallel.n_jobs": args.n_jobs, "nested_cv.repeats": 1}
 
-    rows = pd.DataFrame(result_rows(predictions, sizes["center"]))
-    print(f"\nleave-centre-out, {', '.join(classifiers)}\n{markdown(rows)}\n\n" + "\n".join(timings))
+    def analyse(name: str, folder: Path, **overrides) -> pd.DataFrame:
+        load_before = os.getloadavg()[0]
+        result, seconds = run_one(name, folder, work, analysis_config("nested_cv.yaml", **common, **overrides))
+        timings.append(f"{name}: {seconds:.0f} s wall, 1-min load {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
+        return result.predictions
+
+    timings, rows, leave_center_out = [], [], {}
+    for split, centers in {"height": sizes["center"], "random": random_centres(sizes)}.items():
+        folder = (tables[0] if split == "height" else
+                  centre_tables(args.features, centers, work / "features" / split)[0]).parent
+        for combat in (False, True):
+            predictions = analyse(f"{split}_leave_center_out_combat_{str(combat).lower()}", folder,
+                                  protocol="leave_center_out", **{"harmonize.combat": combat})
+            rows += result_rows(predictions, centers, leave_center_out.get((split, False)), split=split,
+                                protocol="leave_center_out", combat=combat)
+            leave_center_out[(split, combat)] = predictions
+    for center in ("A", "B"):
+        members = sizes["center"][sizes["center"] == center]
+        folder = centre_tables(args.features, members, work / "features" / f"within_{center}")[0].parent
+        predictions = analyse(f"within_{center}_nested_cv", folder, protocol="nested_cv")
+        rows += result_rows(predictions, members, leave_center_out[("height", False)], split="height",
+                            protocol="nested_cv", combat=False)
+    rows = pd.DataFrame(rows)
+    print(f"\nheight split, leave-centre-out, {', '.join(classifiers)}\n{combat_markdown(rows)}")
+    print(f"\ncontrols (without ComBat; random split: seed 0)\n{control_markdown(rows)}\n\n" + "\n".join(timings))
     if not args.quick:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
         rows.round(4).to_csv(args.csv, index=False)
