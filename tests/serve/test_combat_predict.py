@@ -48,8 +48,8 @@ def write(table: pd.DataFrame, path: Path) -> Path:
 @pytest.fixture(scope="module")
 def combat_run(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("combat")
-    cohort = generate_cohort(folder / "cohort", CohortSettings(patients=30, seed=5, missing_rate=0, centers=2),
-                             progress=False)
+    settings = CohortSettings(patients=24, seed=5, benign_fraction=0.5, missing_rate=0, centers=2)
+    cohort = generate_cohort(folder / "cohort", settings, progress=False)
     manifest = write(ultrasound(cohort, "P"), folder / "us.csv")
     config = load_run_config(CONFIG_DIR / "paper.yaml", COMBAT_RUN)
     return run_pipeline(manifest, config, folder / "run", progress=False).out_dir
