@@ -40,6 +40,8 @@ from PIL import Image
 from scipy.stats import fisher_exact, ttest_ind
 from sklearn.metrics import roc_auc_score
 
+from mmdlr.evaluate import auc_ci, binary_metrics, delong_test
+
 from busi_quality import REPO, analysis_config, run_one
 from multicenter_combat import centre_effect_table
 
@@ -125,7 +127,7 @@ def random_centres(sizes: pd.DataFrame, seed: int = 0) -> pd.Series:
     """Centres drawn at random with the height split's size and class counts per centre (the control)."""
     rng = np.random.default_rng(seed)
     centers = pd.Series("B", index=sizes.index)
-    for label, part in sizes.groupby("label"):
+    for _, part in sizes.groupby("label"):
         centers[rng.choice(part.index, (part["center"] == "A").sum(), replace=False)] = "A"
     return centers
 
@@ -162,8 +164,6 @@ def result_rows(predictions: pd.DataFrame, centers: pd.Series, reference: pd.Dat
     """One row per family, method and test centre (and ``both`` pooled when two are tested): AUC with its DeLong
     interval, accuracy, sensitivity and specificity at the run's threshold, and the paired DeLong p against
     ``reference``'s predictions for the same patients (NaN without one)."""
-    from mmdlr.evaluate import auc_ci, binary_metrics, delong_test
-
     rows = []
     if reference is not None:
         reference = reference.set_index(["family", "method", "patient_id"]).sort_index()
