@@ -3,6 +3,8 @@ external cohort reproduces the run's tables; shift warnings reach evaluation.htm
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -43,17 +45,12 @@ def test_unpaired_delong_matches_a_bootstrap_of_two_independent_cohorts():
 
 
 @pytest.fixture(scope="module")
-def run_dir(finished_run):
-    return finished_run[0].out_dir
-
-
-@pytest.fixture(scope="module")
 def cohort(run_dir) -> pd.DataFrame:
     return pd.read_csv(run_dir / "manifest.csv", dtype=str, keep_default_na=False)
 
 
-@pytest.fixture(scope="module")
-def test_split_evaluation(run_dir, cohort, tmp_path_factory):
+@pytest.fixture
+def test_split_evaluation(run_dir, cohort, shared_predictor, tmp_path_factory):
     """`mmdlr evaluate` of the run's own hold-out test patients, as an external cohort."""
     folder = tmp_path_factory.mktemp("external")
     cohort[cohort["split"] == "test"].drop(columns=["split", "group"]).to_csv(folder / "test.csv", index=False)
@@ -82,13 +79,13 @@ def test_the_runs_test_split_reproduces_its_tables_and_internal_equals_external(
     assert np.allclose(equal["auc_internal"], equal["auc_external"]) and (equal["delong_p"] == 1).all()
     assert pd.read_csv(test_split_evaluation / "shift_warnings.csv").empty
     page = (test_split_evaluation / "evaluation.html").read_text()
-    assert "Internal and external performance" in page and "AUC external [95% CI]" in page
+    assert "Internal and external performance" in page and ">external<" in page and "AUC [95% CI]" in page
     assert "No case lies outside the training distribution" in page
     for figure in ("calibration.png", "decision_curve.png", "roc_radiomics.png"):
         assert (test_split_evaluation / figure).stat().st_size > 0
 
 
-def test_dicom_mammograms_as_ultrasound_are_listed_in_the_page(run_dir, cohort, tmp_path):
+def test_dicom_mammograms_as_ultrasound_are_listed_in_the_page(run_dir, cohort, shared_predictor, tmp_path):
     shifted = cohort[(cohort["mg_image"] != "") & (cohort["us_image"] != "")].groupby("label").head(3)
     shifted = shifted.assign(us_image=shifted["mg_image"], us_mask=shifted["mg_mask"])
     shifted[["patient_id", "label", "us_image", "us_mask"]].to_csv(tmp_path / "mg_as_us.csv", index=False)
@@ -98,6 +95,8 @@ def test_dicom_mammograms_as_ultrasound_are_listed_in_the_page(run_dir, cohort, 
     assert sorted(warnings["patient_id"]) == sorted(shifted["patient_id"]) and set(warnings["modality"]) == {"us"}
     page = (tmp_path / "eval" / "evaluation.html").read_text()
     assert page.count("-bit DICOM while the model was trained on 8-bit PNG") == len(shifted)
+    numbers = [int(number) for number in re.findall(r"<caption><b>Table (\d+)\.</b>", page)]
+    assert numbers == list(range(1, len(numbers) + 1)) and page.index("Table 1.") > page.index("id='sec-shift'")
 
 
 def _error(capsys) -> str:
@@ -106,7 +105,7 @@ def _error(capsys) -> str:
     return lines[0]
 
 
-def test_bad_input_is_one_line_and_writes_nothing(run_dir, cohort, tmp_path, capsys):
+def test_bad_input_is_one_line_and_writes_nothing(run_dir, cohort, shared_predictor, tmp_path, capsys):
     out = tmp_path / "eval"
     evaluate = ["-q", "evaluate", "--model-dir", str(run_dir), "--out", str(out), "--manifest"]
     unlabelled = cohort.head(4).assign(label=["benign", "", "malignant", "benign"])

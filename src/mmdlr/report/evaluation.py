@@ -35,27 +35,29 @@ def _internal_auc(record: dict) -> str:
 
 def _side_by_side(family: str, internal: pd.DataFrame | None, external: pd.DataFrame, comparisons: pd.DataFrame,
                   numbers: Numbering) -> str:
+    """One row per model and cohort (internal above external), so the page fits a printed page's width."""
     own = {} if internal is None else {record["method"]: record for record in internal.to_dict("records")}
     tested = comparisons.set_index("method")
-    header = ["Method"] + [f"{name} {cohort} [95% CI]" for name in SIDE_BY_SIDE.values()
-                           for cohort in ("internal", "external")]
-    header += ["DeLong p", "Threshold"]
-    rows = []
+    header = ["Method", "Cohort", "n", *(f"{name} [95% CI]" for name in SIDE_BY_SIDE.values()), "DeLong p",
+              "Threshold"]
+    rows, classes = [], []
     for record in external.to_dict("records"):
         inner = own.get(record["method"])
-        cells = []
-        for metric in SIDE_BY_SIDE:
-            if inner is None:
-                cells.append("–")
-            else:
-                cells.append(_internal_auc(inner) if metric == "auc" else
-                             _ci(inner[metric], inner[f"{metric}_low"], inner[f"{metric}_high"]))
-            cells.append(_ci(record[metric], record[f"{metric}_low"], record[f"{metric}_high"]))
+        if inner is None:
+            internal_cells = ["–"] * (1 + len(SIDE_BY_SIDE))
+        else:
+            internal_cells = [int(inner["n_patients"]), *(_internal_auc(inner) if metric == "auc" else
+                                            _ci(inner[metric], inner[f"{metric}_low"], inner[f"{metric}_high"])
+                                            for metric in SIDE_BY_SIDE)]
         p_value = tested.at[record["method"], "delong_p"] if record["method"] in tested.index else float("nan")
-        rows.append([record["method"], *cells, _p_text(p_value) or "–", f"{record['threshold']:.3f}"])
+        rows.append([record["method"], "internal", *internal_cells, "", ""])
+        rows.append(["", "external", int(record["n_patients"]),
+                     *(_ci(record[metric], record[f"{metric}_low"], record[f"{metric}_high"]) for metric in SIDE_BY_SIDE),
+                     _p_text(p_value) or "–", f"{record['threshold']:.3f}"])
+        classes += ["group", ""]
     name = TABLE_NAMES[family]
     return numbers.table(f"tab-side-{name}", f"{html.escape(_sentence(FAMILIES[family]))}: internal and external "
-                         "performance of the same models.", _html_table(header, rows), [DELONG_NOTE])
+                         "performance of the same models.", _html_table(header, rows, classes), [DELONG_NOTE])
 
 
 def _external_table(family: str, table: pd.DataFrame, numbers: Numbering) -> str:
@@ -119,10 +121,11 @@ def render_evaluation(evaluation: ExternalEvaluation, run: RunFolder, manifest_p
     numbers = Numbering()
     internal = {family: _read(run.path / "results" / f"table_{name}.csv") for family, name in TABLE_NAMES.items()}
     comparisons = evaluation.comparisons
+    shift = _shift_section(evaluation.shift_warnings, numbers)  # numbered first: it comes first
     side = "".join(_side_by_side(family, internal[family], table, comparisons[comparisons["family"] == family],
                                  numbers) for family, table in evaluation.tables.items())
     sections = [
-        ("sec-shift", "Cases outside the training distribution", _shift_section(evaluation.shift_warnings, numbers)),
+        ("sec-shift", "Cases outside the training distribution", shift),
         ("sec-side", "Internal and external performance", side),
         ("sec-external", "External results", "".join(_external_table(family, table, numbers)
                                                      for family, table in evaluation.tables.items())

@@ -110,7 +110,7 @@ table{border-collapse:collapse;font-size:.9em}caption{caption-side:top;text-alig
  font-size:1.02em}
 th,td{padding:3px 9px;vertical-align:top;text-align:left}thead th{border-top:2px solid #333;
  border-bottom:1px solid #333;background:#f4f7f9}tbody tr:last-child td{border-bottom:2px solid #333}
-td.num,th.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}td.num{white-space:nowrap}
 tr.level td:first-child{padding-left:2em}tr.group td{border-top:1px solid var(--rule)}
 sup{line-height:0}
 .note{color:#4a5560;font-size:.86em;margin:.25em 0;max-width:1100px}
@@ -273,7 +273,8 @@ class RunFacts:
         """'5-fold nested cross-validation, 3 repeats' or 'leave-center-out over 3 centers'."""
         if self.protocol == "leave_center_out":
             return f"leave-center-out over {self.outer_folds} centers"
-        return f"{self.outer_folds}-fold nested cross-validation, {self.repeats} repeats"
+        return (f"{self.outer_folds}-fold nested cross-validation, {self.repeats} repeat"
+                f"{'s' if self.repeats != 1 else ''}")
 
     def units(self, n: int) -> str:
         return f"{n} {self.unit}{'' if n == 1 else 's'}"
