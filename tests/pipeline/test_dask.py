@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -25,11 +27,17 @@ def cluster():
         yield local.scheduler_address
 
 
-def test_radiomics_on_dask_equals_local(cluster, small_cohort, tmp_path):
-    manifest = read_manifest(small_cohort)
-    local_index = crop_cohort(manifest, tmp_path / "local", progress=False)
-    dask_index = crop_cohort(manifest, tmp_path / "dask", progress=False)  # separate caches: both compute
-    local = extract_cohort(local_index, tmp_path / "local", progress=False)
+@pytest.fixture(scope="module")
+def local_features(small_cohort, tmp_path_factory) -> tuple[Path, dict[str, Path]]:
+    """The small cohort's radiomics tables, cropped and extracted locally: (their folder, table by modality)."""
+    folder = tmp_path_factory.mktemp("local")
+    index = crop_cohort(read_manifest(small_cohort), folder, progress=False)
+    return folder / "features", extract_cohort(index, folder / "features", progress=False)
+
+
+def test_radiomics_on_dask_equals_local(cluster, small_cohort, local_features, tmp_path):
+    dask_index = crop_cohort(read_manifest(small_cohort), tmp_path / "dask", progress=False)  # its own cache
+    _, local = local_features
     with dask_client(cluster) as client:
         distributed = extract_cohort(dask_index, tmp_path / "dask", n_jobs=2, backend="dask", progress=False)
         assert len(client.scheduler_info()["workers"]) == 2
@@ -37,12 +45,11 @@ def test_radiomics_on_dask_equals_local(cluster, small_cohort, tmp_path):
         pd.testing.assert_frame_equal(pd.read_csv(local[modality]), pd.read_csv(distributed[modality]))
 
 
-def test_analysis_grid_on_dask_equals_local(cluster, small_cohort, tmp_path):
-    index = crop_cohort(read_manifest(small_cohort), tmp_path, progress=False)
-    extract_cohort(index, tmp_path / "features", progress=False)
-    local = run_analysis(tmp_path / "features", tmp_path / "local",
+def test_analysis_grid_on_dask_equals_local(cluster, local_features, tmp_path):
+    features, _ = local_features
+    local = run_analysis(features, tmp_path / "local",
                          config_from_dict(GRID | {"parallel": {"backend": "loky", "n_jobs": 2}}), progress=False)
-    distributed = run_analysis(tmp_path / "features", tmp_path / "dask",
+    distributed = run_analysis(features, tmp_path / "dask",
                                config_from_dict(GRID | {"parallel": {"backend": "dask", "n_jobs": 2,
                                                                      "scheduler_address": cluster}}),
                                progress=False)
