@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 
-from joblib import register_parallel_backend
+from joblib import parallel_config, register_parallel_backend
 from joblib._parallel_backends import LokyBackend
 
 
@@ -81,6 +81,14 @@ def dask_client(address: str | None = None, n_workers: int = 2) -> Iterator[obje
     finally:
         if client is not None:
             client.close()
+
+
+def run_here(function, *arguments):
+    """``function(*arguments)`` with the joblib calls inside it (LassoCV's path, ``cross_val_predict``) run
+    here, one after another, as they do in a loky worker. A Dask task runs under joblib's dask backend, so
+    without this each of those calls would go back to the cluster as many tiny tasks, each shipping its data."""
+    with parallel_config(backend="sequential"):
+        return function(*arguments)
 
 
 def exit_with_parent(parent_pid: int, interval: float = 0.5) -> None:

@@ -27,7 +27,7 @@ from mmdlr.atomic import atomic_path, write_csv
 from mmdlr.evaluate import (Fold, binary_metrics, holdout_fold, leave_center_out_folds, patient_groups,
                             repeated_folds)
 from mmdlr.io.manifest import Manifest
-from mmdlr.parallel import dask_client
+from mmdlr.parallel import dask_client, run_here
 from mmdlr.terminal import track
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def run_parallel(function: Callable, argument_lists: Sequence[tuple], descriptio
     """``function(*arguments)`` for every argument tuple on the active joblib backend (see
     :func:`parallel_backend`); results in completion order, or in the order of ``argument_lists``."""
     results = Parallel(return_as="generator" if ordered else "generator_unordered")(
-        delayed(function)(*arguments) for arguments in argument_lists)
+        delayed(run_here)(function, *arguments) for arguments in argument_lists)
     return list(track(results, len(argument_lists), description, "fit", progress))
 
 
