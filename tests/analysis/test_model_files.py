@@ -21,6 +21,7 @@ from mmdlr.analysis.fold import fit_row
 from mmdlr.analysis.grid import COMBINED, EARLY, ENSEMBLE, SINGLE, STACKING, GridRow
 from mmdlr.classify import CLASSIFIERS
 from mmdlr.cli.main import main
+from mmdlr.serve import run_folder
 
 from .synthetic_features import write_feature_tables
 
@@ -188,7 +189,7 @@ def test_predict_refuses_old_and_hostile_run_folders_in_one_line(finished_run, l
         assert not marker.exists()
 
 
-def test_a_served_run_predicts_as_it_did_before_saving(finished_run, tmp_path):
+def test_a_served_run_predicts_as_it_did_before_saving(finished_run, tmp_path, monkeypatch):
     """Every saved model, loaded from its file, gives the test patients exactly the probabilities the
     in-memory model gave them in the run; `mmdlr predict` (features computed again from the images) agrees."""
     run_dir = finished_run[0].out_dir
@@ -196,12 +197,20 @@ def test_a_served_run_predicts_as_it_did_before_saving(finished_run, tmp_path):
     index = pd.read_csv(models / "index.csv")
     assert index["path"].str.endswith(".skops").all() and not list(models.rglob("*.joblib"))
     before = pd.read_csv(run_dir / "results" / "predictions.csv", dtype={"patient_id": str})
+    loaded = {}  # each model `mmdlr predict` loads from its file, by its path in the index
+
+    def load_and_keep(path):
+        loaded[Path(path).relative_to(models.resolve()).as_posix()] = bundle = load_bundle(path)
+        return bundle
+
+    monkeypatch.setattr(run_folder, "load_bundle", load_and_keep)
     out = tmp_path / "predictions.csv"
     assert main(["-q", "predict", "--model-dir", str(run_dir), "--manifest",
                  str(_test_patients(run_dir, tmp_path / "new.csv")), "--out", str(out)]) == 0
     predicted = pd.read_csv(out, dtype={"patient_id": str}).set_index(["model", "patient_id"])["probability"]
+    assert sorted(loaded) == sorted(index["path"])
     for entry in index.itertuples():
-        bundle = load_bundle(models / entry.path)
+        bundle = loaded[entry.path]
         tables = {name: pd.read_csv(run_dir / "features" / f"{name}.csv", dtype={"patient_id": str})
                   for name in bundle.blocks}
         expected = before[(before["family"] == entry.family) & (before["method"] == entry.method)]
