@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from joblib import effective_n_jobs
 
-from mmdlr.analysis.config import config_from_dict
-from mmdlr.analysis.runner import run_analysis
+from mmdlr.analysis.config import ParallelConfig, config_from_dict
+from mmdlr.analysis.runner import parallel_backend, run_analysis, run_parallel
 from mmdlr.io.manifest import read_manifest
 from mmdlr.parallel import dask_client
 from mmdlr.radiomics.extract import extract_cohort
@@ -55,3 +56,9 @@ def test_analysis_grid_on_dask_equals_local(cluster, local_features, tmp_path):
                                progress=False)
     for name in ("predictions.csv", "table_radiomics.csv"):
         assert (local.results_dir / name).read_bytes() == (distributed.results_dir / name).read_bytes(), name
+
+
+def test_grid_tasks_run_their_own_joblib_calls_in_place(cluster):
+    """A task's own joblib calls (LassoCV's path) run inside it, not back on the cluster as tasks of their own."""
+    with parallel_backend(ParallelConfig(backend="dask", n_jobs=2, scheduler_address=cluster)):
+        assert run_parallel(effective_n_jobs, [()] * 2, "probe", progress=False) == [1, 1]
