@@ -168,6 +168,23 @@ def test_inference_is_deterministic(inferred, small_cohort, trained, tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "deep_us.csv", keep_default_na=False), inferred)
 
 
+def test_inference_reuses_the_features_training_cached(inferred, small_cohort, tmp_path):
+    """Training's frozen-backbone features, saved and reused by inference, give the same table as computing them
+    again; only the test patients pass through the backbone."""
+    cache, threads = tmp_path / "features.npz", torch.get_num_threads()
+    train(small_cohort, tmp_path, feature_cache=str(cache))
+    assert torch.get_num_threads() == threads  # the head trained on one thread; the setting is restored
+    keys = np.load(cache)["keys"]
+    assert 0 < len(keys) < len(inferred)  # the test split is not in it
+    run_config("inference", **TRAINED, manifest=str(small_cohort), output_dir=str(tmp_path), feature_cache=str(cache))
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "deep_us.csv", keep_default_na=False), inferred,
+                                  check_exact=True)
+    with pytest.raises(Exception) as raised:  # another network's features are refused
+        run_config("inference", **TRAINED, manifest=str(small_cohort), output_dir=str(tmp_path),
+                   feature_cache=str(cache), precision="bfloat16")
+    assert "computed by another backbone or precision" in str(raised.value.__cause__)
+
+
 def test_bfloat16_inference_approximates_float32(inferred, small_cohort, trained, tmp_path):
     ckpt = str(trained.output_dir / "models" / "us" / "model.pt")
     run_config("inference", **TRAINED, manifest=str(small_cohort), output_dir=str(tmp_path), ckpt_path=ckpt,

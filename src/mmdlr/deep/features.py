@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from monai.data import DataLoader
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from mmdlr.deep.classifier import DeepClassifier
 from mmdlr.terminal import track
@@ -60,7 +64,12 @@ def pooled_features(network: DeepClassifier, images: torch.Tensor,
     images = images.contiguous(memory_format=torch.channels_last)
     with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=check_precision(precision) == "bfloat16"):
         pooled = network.features(images).float()
-    return pooled, torch.softmax(network.head(pooled), dim=1)[:, 1]
+    return pooled, head_probability(network, pooled)
+
+
+def head_probability(network: DeepClassifier, pooled: torch.Tensor) -> torch.Tensor:
+    """The head's malignant probability of a batch of pooled features."""
+    return torch.softmax(network.head(pooled), dim=1)[:, 1]
 
 
 def extract_features(network: DeepClassifier, dataset: Dataset, batch_size: int = 8,
@@ -106,3 +115,78 @@ class FeatureDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return {"image": self.features[index], "label": self.labels[index]}
+
+
+def run_with_threads(engine, threads: int | None) -> None:
+    """``engine.run()`` with ``threads`` torch intra-op threads (None: as they are), restored afterwards.
+
+    A head trained on cached features (:class:`FeatureDataset`) works on a few rows of pooled features per batch:
+    there a second thread only synchronises. One thread trains the same weights at a fifth of the CPU seconds
+    (0.04 instead of 0.2 per epoch on 96 demo patients, docs/benchmarks.md, "The demo").
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads or previous)
+    try:
+        engine.run()
+    finally:
+        torch.set_num_threads(previous)
+
+def case_key(case: dict) -> str:
+    """What identifies a case's ROI in a feature cache: its patient, image and mask files."""
+    return json.dumps([case["patient_id"], case["image"], case["mask"]])
+
+
+def backbone_digest(network: DeepClassifier) -> str:
+    """SHA-256 of the backbone's weights and buffers: equal digests compute equal features."""
+    digest = hashlib.sha256()
+    for name, tensor in network.backbone.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def save_feature_cache(path: str | os.PathLike, network: DeepClassifier, precision: str, cases: list[dict],
+                       parts: list[FeatureDataset | None]) -> Path:
+    """Save the frozen-backbone features training cached (``parts``: its :class:`FeatureDataset` of each part,
+    ``cases`` their cases in order), so :func:`extract_features_reusing` need not compute them again."""
+    if any(part is None for part in parts):
+        raise ValueError("a feature cache needs mode 'frozen' (training on cached features); fine-tuning caches none")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as file:
+        np.savez(file, keys=np.array([case_key(case) for case in cases], dtype=str),
+                 features=torch.cat([part.features for part in parts]).numpy(),
+                 backbone=backbone_digest(network), precision=check_precision(precision))
+    return path
+
+
+def read_feature_cache(path: str | os.PathLike, network: DeepClassifier, precision: str) -> dict[str, np.ndarray]:
+    """Each cached case's pooled features by :func:`case_key`; a ``ValueError`` if ``network``'s backbone or
+    ``precision`` is not the one that computed them."""
+    with np.load(path, allow_pickle=False) as cache:
+        if str(cache["backbone"]) != backbone_digest(network) or str(cache["precision"]) != precision:
+            raise ValueError(f"feature cache {path} was computed by another backbone or precision than this "
+                             f"network's at {precision}: delete it, or pass no feature_cache")
+        return dict(zip(cache["keys"].tolist(), cache["features"], strict=True))
+
+
+def extract_features_reusing(network: DeepClassifier, dataset: Dataset, feature_cache: str | os.PathLike,
+                             batch_size: int = 8, device: str | torch.device = "cpu", num_workers: int = 0,
+                             precision: str = "float32") -> Features:
+    """:func:`extract_features` of a MONAI ``dataset`` whose cases in ``feature_cache`` (training's frozen-backbone
+    features, :func:`save_feature_cache`) are neither loaded nor passed through the backbone: only the head runs."""
+    cached = read_feature_cache(feature_cache, network, precision)
+    keys = [case_key(case) for case in dataset.data]
+    reused = [i for i, key in enumerate(keys) if key in cached]
+    new = [i for i, key in enumerate(keys) if key not in cached]
+    computed = extract_features(network, Subset(dataset, new), batch_size, device, num_workers, precision=precision)
+    features = np.zeros((len(keys), network.spec.width), np.float32)
+    features[new], features[reused] = computed.features, [cached[keys[i]] for i in reused]
+    probability = np.zeros(len(keys), np.float32)
+    probability[new] = computed.prob_malignant
+    with evaluating_channels_last(network), torch.no_grad():
+        for start in range(0, len(reused), batch_size):
+            batch = reused[start:start + batch_size]
+            probability[batch] = head_probability(network, torch.from_numpy(features[batch]).to(device)).cpu().numpy()
+    return Features(features=features, prob_malignant=probability,
+                    meta={key: [case.get(key, "") for case in dataset.data] for key in META_KEYS})

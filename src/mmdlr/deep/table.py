@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 
 from mmdlr.atomic import write_csv
 from mmdlr.deep.classifier import DeepClassifier
-from mmdlr.deep.features import META_KEYS, extract_features
+from mmdlr.deep.features import META_KEYS, extract_features, extract_features_reusing
 
 PROB_COLUMN = "head_prob_malignant"
 
@@ -22,9 +22,13 @@ def feature_column(index: int) -> str:
 
 
 def write_deep_table(network: DeepClassifier, dataset: Dataset, path: str | os.PathLike, batch_size: int = 8,
-                     device: str | torch.device = "cpu", num_workers: int = 0, precision: str = "float32") -> Path:
-    """Write one row per case: metadata, the pooled features and the head's malignant probability."""
-    result = extract_features(network, dataset, batch_size, device, num_workers, precision=precision)
+                     device: str | torch.device = "cpu", num_workers: int = 0, precision: str = "float32",
+                     feature_cache: str | os.PathLike | None = None) -> Path:
+    """Write one row per case: metadata, the pooled features and the head's malignant probability (the features
+    of cases in ``feature_cache``, training's frozen-backbone features, taken from it)."""
+    result = (extract_features(network, dataset, batch_size, device, num_workers, precision=precision)
+              if feature_cache is None else
+              extract_features_reusing(network, dataset, feature_cache, batch_size, device, num_workers, precision))
     columns = [feature_column(i) for i in range(result.features.shape[1])]
     table = pd.concat([
         pd.DataFrame({key: result.meta[key] for key in META_KEYS}),

@@ -111,13 +111,18 @@ def _fold_manifests(manifest: Manifest, folds: list[Fold], folder: Path) -> dict
 
 def _train_and_embed(config: RunConfig, modality: str, manifest_path: Path, deep_dir: Path,
                      features_path: Path) -> list[Path]:
-    """train.json on the manifest's non-test patients, then inference.json's deep features of every patient."""
+    """train.json on the manifest's non-test patients, then inference.json's deep features of every patient (with a
+    frozen backbone, those of the patients training passed through it are reused, not computed again)."""
     deep = config.deep
+    feature_cache = str(deep_dir / "models" / modality / "frozen_features.npz") if deep.mode == "frozen" else None
     run_bundle_config("train", "train", **bundle_overrides(
         config, deep_dir, modality, manifest=str(manifest_path), weights=deep.weights, mode=deep.mode,
-        max_epochs=deep.max_epochs, batch_size=deep.batch_size, learning_rate=deep.learning_rate, seed=deep.seed))
+        max_epochs=deep.max_epochs, batch_size=deep.batch_size, learning_rate=deep.learning_rate, seed=deep.seed,
+        feature_cache=feature_cache))
     run_bundle_config("inference", **bundle_overrides(config, deep_dir, modality, manifest=str(manifest_path),
-                                                      output_path=str(features_path)))
+                                                      output_path=str(features_path), feature_cache=feature_cache))
+    if feature_cache:
+        Path(feature_cache).unlink()
     return [features_path, deep_dir / "models" / modality / "model.pt"]
 
 
