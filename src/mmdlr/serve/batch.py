@@ -54,12 +54,8 @@ def predict_patients(predictor: Predictor, manifest_path: str | Path, model: str
     its modalities allow, in manifest order; shift warnings are logged."""
     patients, centers = new_patients(manifest_path, predictor.folder.modalities)
     models = None if model is None else [model]
-    if model is not None:  # every patient must fit the model: fail before computing anything
-        served = predictor.folder.model(model)
-        for patient_id, files in patients.items():
-            predictor.usable_modalities(served, list(files), patient_id)
-    predictor.check_centers([(files, patient_id, centers[patient_id]) for patient_id, files in patients.items()],
-                            models)
+    predictor.check_cases([(files, patient_id, centers[patient_id]) for patient_id, files in patients.items()],
+                          models)  # fail before computing anything
     cases = [predictor.features(files, models, patient_id, centers[patient_id])
              for patient_id, files in tqdm(patients.items(), desc=desc, unit="patient", disable=not progress)]
     answers = dict(zip(patients, predictor.predict_cases(cases)))

@@ -212,10 +212,11 @@ class Predictor:
                 continue
         return chosen
 
-    def check_centers(self, patients: Sequence[tuple[Mapping[str, CaseFiles], str, str | None]],
-                      models: Sequence[str] | None = None) -> None:
-        """Raise CaseError, before any feature is computed, for the first patient (files, id, centre) whose
-        centre a ComBat-harmonised model cannot place when :meth:`predict_cases` predicts them all."""
+    def check_cases(self, patients: Sequence[tuple[Mapping[str, CaseFiles], str, str | None]],
+                    models: Sequence[str] | None = None) -> None:
+        """Raise CaseError, before any feature is computed, for the first patient (files, id, centre) that a named
+        model cannot use, or whose centre a ComBat-harmonised model cannot place when :meth:`predict_cases`
+        predicts them all."""
         chosen = [self.choose(files, models, patient_id) for files, patient_id, _ in patients]
         for name in dict.fromkeys(model.name for models_of in chosen for model, _ in models_of):
             model, members = self.folder.model(name), []
