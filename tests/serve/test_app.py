@@ -199,7 +199,7 @@ def test_a_lesion_too_small_for_radiomics_is_400_naming_the_mask(client, patient
 
 
 def test_unexpected_errors_are_500_with_an_error_id_and_no_internals(predictor, patient, monkeypatch, caplog):
-    def failing(files, models=None, patient_id=None):
+    def failing(files, models=None, patient_id=None, center=None):
         raise RuntimeError(f"numpy exploded reading {files['us'].image}")
 
     monkeypatch.setattr(predictor, "predict", failing)
