@@ -110,10 +110,13 @@ FINETUNE_RUN = ["deep.backbone=efficientnet_lite0", "deep.mode=finetune", "deep.
                 "report.gradcam_cases=1", "parallel.n_jobs=1"]
 
 
-def _us_cohort(directory: Path) -> pd.DataFrame:
-    cohort = generate_cohort(directory, CohortSettings(patients=30, seed=11, missing_rate=0.0), progress=False)
+@pytest.fixture(scope="module")
+def us_cohort(tmp_path_factory) -> tuple[pd.DataFrame, Path]:
+    """The ultrasound columns of a 30-patient cohort, and its folder (where each test writes its manifests)."""
+    folder = tmp_path_factory.mktemp("us_cohort") / "cohort"
+    cohort = generate_cohort(folder, CohortSettings(patients=30, seed=11, missing_rate=0.0), progress=False)
     return pd.read_csv(cohort, dtype=str, keep_default_na=False)[["patient_id", "label", "split", "group",
-                                                                     "us_image", "us_mask"]]
+                                                                     "us_image", "us_mask"]], folder
 
 
 def _flip(table: pd.DataFrame, patients) -> pd.DataFrame:
@@ -122,14 +125,14 @@ def _flip(table: pd.DataFrame, patients) -> pd.DataFrame:
                                        table["label"]))
 
 
-def test_network_finetuned_on_the_holdout_training_split_ignores_test_labels(tmp_path):
+def test_network_finetuned_on_the_holdout_training_split_ignores_test_labels(us_cohort, tmp_path):
     """`mmdlr run` with deep.mode finetune (hold-out): the bundle's network, its deep features of every
     patient and the analysis's test predictions are the same when every test label is flipped."""
-    table, cohort = _us_cohort(tmp_path / "cohort"), tmp_path / "cohort"
+    table, cohort = us_cohort
     flipped = _flip(table, table.loc[table["split"] == "test", "patient_id"])
     config = load_run_config(CONFIG_DIR / "paper.yaml", FINETUNE_RUN)
     outputs = []
-    for name, manifest in (("original", table), ("flipped", flipped)):
+    for name, manifest in (("holdout_original", table), ("holdout_flipped", flipped)):
         manifest.to_csv(cohort / f"{name}.csv", index=False)
         outputs.append(run_pipeline(cohort / f"{name}.csv", config, tmp_path / name, progress=False).out_dir)
     deep = [pd.read_csv(out / "features" / "deep_us.csv").drop(columns="label") for out in outputs]
@@ -140,12 +143,12 @@ def test_network_finetuned_on_the_holdout_training_split_ignores_test_labels(tmp
 
 
 @pytest.fixture(scope="module")
-def nested_finetune_runs(tmp_path_factory):
+def nested_finetune_runs(us_cohort, tmp_path_factory):
     """`mmdlr run` with deep.mode finetune under 2-fold nested CV, twice: every test label of fold r1f1 flipped
     in the second run. Both runs use the outer folds of the true labels (stratified folds would move with
     flipped labels). Returns (folds, original run folder, flipped run folder)."""
     tmp_path = tmp_path_factory.mktemp("nested_finetune")
-    table, cohort = _us_cohort(tmp_path / "cohort"), tmp_path / "cohort"
+    table, cohort = us_cohort
     config = load_run_config(CONFIG_DIR / "nested_cv.yaml", [*FINETUNE_RUN, "deep.max_epochs=1",
                                                              "nested_cv.outer_folds=2", "nested_cv.repeats=1",
                                                              "save_models=false"])
