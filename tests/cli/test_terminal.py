@@ -8,6 +8,7 @@ import logging
 import re
 from contextlib import redirect_stderr, redirect_stdout
 
+import pandas as pd
 import pytest
 
 from mmdlr.cli.main import main
@@ -35,9 +36,17 @@ def run(flags: list[str]) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def runs(run_cohort, tmp_path_factory):
-    """The run folder, and stderr and stdout of a fresh run and of a -q rerun of its deep stage."""
-    out = tmp_path_factory.mktemp("terminal") / "run"
-    command = ["run", "--manifest", str(run_cohort), "--out", str(out), *[p for s in LIGHT for p in ("--set", s)]]
+    """The run folder, and stderr and stdout of a fresh run (US and MG of the shared cohort: two networks, so a
+    second bundle run in the process is shown too) and of a -q rerun of its deep stage."""
+    folder = tmp_path_factory.mktemp("terminal")
+    cohort = pd.read_csv(run_cohort, dtype=str, keep_default_na=False)
+    files = [f"{modality}_{kind}" for modality in ("us", "mg") for kind in ("image", "mask")]
+    cohort = cohort.drop(columns=[column for column in cohort if column.startswith("mr_")])
+    cohort[files] = cohort[files].map(lambda cell: str(run_cohort.parent / cell) if cell else "")
+    cohort.to_csv(folder / "us_mg.csv", index=False)
+    out = folder / "run"
+    command = ["run", "--manifest", str(folder / "us_mg.csv"), "--out", str(out),
+               *[p for s in LIGHT for p in ("--set", s)]]
     return out, run(command), run(["-q", *command, "--force", "deep"])
 
 
