@@ -57,6 +57,34 @@ def finished_run(run_cohort, tmp_path_factory):
     return run_pipeline(run_cohort, config, tmp_path_factory.mktemp("run"), progress=False), config
 
 
+@pytest.fixture(scope="session")
+def run_dir(finished_run) -> Path:
+    return finished_run[0].out_dir
+
+
+@pytest.fixture(scope="session")
+def predictor(run_dir):
+    """The Predictor of the shared finished run."""
+    from mmdlr.serve import Predictor
+
+    return Predictor.from_run_dir(run_dir)
+
+
+@pytest.fixture
+def shared_predictor(predictor, monkeypatch):
+    """`mmdlr predict`, `serve` and `evaluate` in this test get the session's Predictor for the shared run folder
+    instead of loading its saved models again (~20 s each); other tests load it through the command."""
+    from mmdlr.serve import Predictor
+
+    load = Predictor.from_run_dir
+
+    def from_run_dir(folder):
+        return predictor if Path(folder).resolve() == predictor.folder.path else load(folder)
+
+    monkeypatch.setattr(Predictor, "from_run_dir", from_run_dir)
+    return predictor
+
+
 @pytest.fixture
 def offline(tmp_path, monkeypatch):
     """An empty torch hub cache and no network."""
