@@ -98,7 +98,7 @@ def test_same_config_is_bit_identical_and_another_seed_differs(finished_run, run
 
 def test_interrupted_run_resumes_without_corrupt_outputs(run_cohort, fast_run, tmp_path):
     out = tmp_path / "run"
-    light = fast_run + ["families=[radiomics]", "deep.enabled=false", "deep.baselines=[]"]
+    light = fast_run + ["families=[radiomics]", "deep.enabled=false", "deep.baselines=[]", "classifiers=[lr]"]
     command = [sys.executable, "-m", "mmdlr.cli.main", "-q", "run", "--manifest", str(run_cohort), "--out", str(out),
                *[item for override in light for item in ("--set", override)]]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
