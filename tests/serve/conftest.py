@@ -1,4 +1,5 @@
-"""Fixtures of the serving tests: the shared finished run, one Predictor, and `mmdlr predict` on new patients."""
+"""Fixtures of the serving tests: the shared finished run's cohort, `mmdlr predict` on new patients, and one
+real `mmdlr serve` process."""
 
 from __future__ import annotations
 
@@ -7,9 +8,8 @@ import pytest
 import torch
 
 from mmdlr.cli.main import main
-from mmdlr.serve import Predictor
 
-from .cases import MODALITIES, read_cohort
+from .cases import MODALITIES, read_cohort, running_server
 
 NEW_PATIENTS = 8
 
@@ -24,18 +24,8 @@ def one_torch_thread():
 
 
 @pytest.fixture(scope="session")
-def run_dir(finished_run):
-    return finished_run[0].out_dir
-
-
-@pytest.fixture(scope="session")
 def cohort(run_dir) -> pd.DataFrame:
     return read_cohort(run_dir)
-
-
-@pytest.fixture(scope="session")
-def predictor(run_dir) -> Predictor:
-    return Predictor.from_run_dir(run_dir)
 
 
 @pytest.fixture(scope="session")
@@ -58,3 +48,11 @@ def predict_csv(run_dir, new_manifest, tmp_path_factory) -> pd.DataFrame:
                  "--out", str(out)]) == 0
     torch.set_num_threads(previous)
     return pd.read_csv(out, dtype={"patient_id": str})
+
+
+@pytest.fixture(scope="session")
+def server(run_dir, tmp_path_factory):
+    """(base URL, process id) of `mmdlr serve` with the test token and --max-concurrent 4, one for every module
+    that talks to a real server process; stopped at the end of the session."""
+    with running_server(run_dir, tmp_path_factory.mktemp("server") / "server.log", "--max-concurrent", "4") as server:
+        yield server

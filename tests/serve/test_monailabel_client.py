@@ -9,16 +9,15 @@ import pandas as pd
 import pytest
 from monailabel.client.client import MONAILabelClient, MONAILabelClientException  # make setup installs it
 
-from .cases import TOKEN, running_server
+from .cases import TOKEN
 
 MODEL = "radiomics_us"
 
 
 @pytest.fixture(scope="module")
-def server_url(run_dir, tmp_path_factory):
-    """Base URL of `mmdlr serve` with a token; stopped after the module."""
-    with running_server(run_dir, tmp_path_factory.mktemp("monailabel_server") / "server.log") as (url, _):
-        yield url
+def server_url(server) -> str:
+    """Base URL of the session's `mmdlr serve` (with a token)."""
+    return server[0]
 
 
 def authorised_client(url: str, tmp_path) -> MONAILabelClient:

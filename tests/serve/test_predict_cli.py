@@ -37,7 +37,7 @@ def test_server_answers_exactly_as_predict(predict_csv, new_manifest, predictor)
             assert "+".join(body["modalities_used"]) == expected["modalities_used"].item()
 
 
-def test_one_model_and_clear_errors(run_dir, new_manifest, tmp_path, capsys):
+def test_one_model_and_clear_errors(run_dir, new_manifest, shared_predictor, tmp_path, capsys):
     out = tmp_path / "one.csv"
     assert main(["-q", "predict", "--model-dir", str(run_dir), "--manifest", str(new_manifest), "--out", str(out),
                  "--model", "deep_us"]) == 0

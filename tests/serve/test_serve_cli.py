@@ -19,7 +19,7 @@ def started(monkeypatch) -> dict:
     return served
 
 
-def test_serve_limits_decoded_images_and_answers_loopback_names_only(run_dir, started):
+def test_serve_limits_decoded_images_and_answers_loopback_names_only(run_dir, shared_predictor, started):
     assert main(["-q", "serve", "--model-dir", str(run_dir), "--port", "8123"]) == 0
     assert max_decoded_mb() == SERVE_MAX_DECODED_MB
     assert started["host"] == "127.0.0.1" and started["port"] == 8123

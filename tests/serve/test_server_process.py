@@ -8,22 +8,14 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pandas as pd
 import psutil
-import pytest
 
-from .cases import AUTH, running_server, upload_parts
+from .cases import AUTH, upload_parts
 
 REQUESTS, CLIENTS, BATCH = 200, 8, 50
 MODELS = ("deep_us", "radiomics_us")
 # Measured growth after the first 50 requests is a few MB (allocator arenas of the worker threads settle
 # during the first batch); a leak of the uploads or the feature arrays would add several MB per request.
 MAX_RSS_GROWTH = 150 * 2**20
-
-
-@pytest.fixture(scope="module")
-def server(run_dir, tmp_path_factory):
-    """(base URL, server process id) of `mmdlr serve` with a token; stopped after the module."""
-    with running_server(run_dir, tmp_path_factory.mktemp("server") / "server.log", "--max-concurrent", "4") as server:
-        yield server
 
 
 def test_token_is_required_except_for_health_and_the_host_must_be_a_loopback_name(server):
