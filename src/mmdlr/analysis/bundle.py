@@ -13,6 +13,7 @@ from zipfile import ZIP_DEFLATED
 import numpy as np
 import pandas as pd
 import skops.io as sio
+from skops.io.exceptions import UntrustedTypesFoundException
 
 from mmdlr.analysis.features import Block, assemble_features
 from mmdlr.atomic import atomic_path
@@ -194,22 +195,32 @@ def load_bundle(path: str | Path) -> ModelBundle:
                              f"run code); {RERUN_ANALYSIS} to save the models as {MODEL_SUFFIX} files")
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; {RERUN_ANALYSIS}")
+    try:  # skops audits every type against the trusted names before it constructs anything
+        bundle = sio.load(path, trusted=sorted(TRUSTED_TYPES))
+    except UntrustedTypesFoundException:  # a prefix-trusted type (a KNN metric) or a foreign one
+        bundle = _load_reviewed(path)
+    except Exception as error:  # a damaged or hostile file can fail skops' parser anywhere
+        raise _unreadable(path, error) from None
+    if not isinstance(bundle, ModelBundle):
+        raise ModelFileError(f"{path} holds a {type(bundle).__name__}, not a model; only load run folders made "
+                             f"by mmdlr")
+    return dataclasses.replace(bundle, model=_with_attributes(bundle.model, PandasData, PandasData.restore))
+
+
+def _load_reviewed(path: Path) -> object:
+    """Load ``path`` after listing its untrusted types and refusing any that :func:`_foreign` names."""
     try:
         found = sio.get_untrusted_types(file=path)
-    except Exception as error:  # a damaged or hostile file can fail skops' parser anywhere
+    except Exception as error:
         raise _unreadable(path, error) from None
     foreign = _foreign(found)
     if foreign:
         raise ModelFileError(f"{path} holds types mmdlr does not load: {_describe(foreign)}; only load run "
                              f"folders made by mmdlr")
     try:
-        bundle = sio.load(path, trusted=found)
+        return sio.load(path, trusted=found)
     except Exception as error:
         raise _unreadable(path, error) from None
-    if not isinstance(bundle, ModelBundle):
-        raise ModelFileError(f"{path} holds a {type(bundle).__name__}, not a model; only load run folders made "
-                             f"by mmdlr")
-    return dataclasses.replace(bundle, model=_with_attributes(bundle.model, PandasData, PandasData.restore))
 
 
 def _unreadable(path: Path, error: Exception) -> ModelFileError:
