@@ -168,8 +168,8 @@ def main(argv=None) -> None:
             out = args.work / f"{where}_{n_workers}"
             shutil.rmtree(out, ignore_errors=True)
             shutil.copytree(prepared, out)
-            for cached in (out / "roi").glob("*/*/radiomics_*.json"):  # extract again, not read the ROI cache
-                cached.unlink()
+            for cached in (prepared / "roi").glob("*/*/radiomics_*.json"):  # the copy's ROI index points here:
+                cached.unlink()  # extract again, not read the per-ROI feature cache
             start_load = load()
             if where == "local":
                 variant = f"local loky n_jobs={n_workers}"
