@@ -6,7 +6,8 @@ run folder). Then, back to back for each worker count N (``--workers``): the rad
 rerun (``--force``) locally (loky, ``n_jobs`` N) and on a cluster this script starts (``dask scheduler`` and
 ``dask worker --nworkers N --nthreads 1`` on free local ports, ``mmdlr run --scheduler tcp://...``), torn down
 after each run whatever happens. Recorded per run: each forced stage's wall seconds (RUN/stages/*.json),
-CPU seconds of the ``mmdlr run`` process tree and of the cluster's processes, the load, and whether
+CPU seconds of the ``mmdlr run`` process tree and of the cluster's processes, the scheduler's task counts
+and compute seconds (cluster runs), the load, and whether
 results/predictions.csv is byte-identical to the local run's with the same ``n_jobs``. Writes
 ``docs/benchmarks/dask_cluster.csv`` (benchmark, variant, value, unit).
 
