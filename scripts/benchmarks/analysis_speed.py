@@ -202,6 +202,17 @@ def textbook(features_dir: Path, config_path: Path, out: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------ main
 
+def write_rows(rows: list[dict], csv: Path, setting: str) -> None:
+    """Write ``rows`` to ``csv``, keeping the rows of other settings (variants not ending in ``(setting)``)."""
+    table = pd.DataFrame(rows)
+    csv.parent.mkdir(parents=True, exist_ok=True)
+    if csv.is_file():
+        previous = pd.read_csv(csv)
+        table = pd.concat([previous[~previous["variant"].str.endswith(f"({setting})")], table])
+    table.to_csv(csv, index=False)
+    print(f"wrote {csv}")
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.textbook_worker:
@@ -253,13 +264,7 @@ def main(argv=None) -> None:
         agreement = (chosen["mmdlr"] == chosen["before"].reindex(chosen["mmdlr"].index)).mean()
         record("mmdlr vs before", agreement, "fraction", " same classifier chosen (row x fold)")
         record("mmdlr vs before", (aucs["mmdlr"] - aucs["before"]).abs().max(), "AUC", " largest |AUC difference|")
-    table = pd.DataFrame(rows)
-    args.csv.parent.mkdir(parents=True, exist_ok=True)
-    if args.csv.is_file():  # keep the rows of other settings
-        previous = pd.read_csv(args.csv)
-        table = pd.concat([previous[~previous["variant"].str.endswith(f"({setting})")], table])
-    table.to_csv(args.csv, index=False)
-    print(f"wrote {args.csv}")
+    write_rows(rows, args.csv, setting)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ import yaml
 from dask.distributed import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from analysis_speed import load, timed  # noqa: E402
+from analysis_speed import load, timed, write_rows  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -209,13 +209,7 @@ def main(argv=None) -> None:
             cluster = seconds[f"cluster {n_workers} worker(s) x 1 thread ({setting})"]
             local = seconds[f"local loky n_jobs={n_workers} ({setting})"]
             record(f"cluster / local, {n_workers} worker(s)", cluster / local, f"ratio {stage} stage")
-    table = pd.DataFrame(rows)
-    args.csv.parent.mkdir(parents=True, exist_ok=True)
-    if args.csv.is_file():  # keep the rows of other settings
-        previous = pd.read_csv(args.csv)
-        table = pd.concat([previous[~previous["variant"].str.endswith(f"({setting})")], table])
-    table.to_csv(args.csv, index=False)
-    print(f"wrote {args.csv}")
+    write_rows(rows, args.csv, setting)
 
 
 if __name__ == "__main__":
