@@ -149,7 +149,9 @@ def test_a_missing_centre_or_a_lone_new_centre_case_is_one_line(combat_run, pred
     for params, status, expected in [
             (None, 400, "needs the patient's centre"),
             ({"center": "C"}, 400, "use `mmdlr predict --manifest` with 2 or more patients of centre C"),
-            ({"center": 3}, 400, "params center must name the case's centre")]:
+            ({"center": 3}, 400, "params center must name the case's centre"),
+            ({"center": "A" * 100_000}, 400, "at most 100 characters"),
+            ({"center": "A\x1b[2J"}, 400, "non-empty printable string")]:
         response = client.post(f"/infer/{MODEL}", files=upload_parts(row, ["us"]),
                                data={"params": json.dumps(params)} if params else None)
         assert response.status_code == status and expected in response.json()["detail"], response.text

@@ -138,12 +138,17 @@ def service_info(predictor: Predictor, max_upload_mb: float) -> dict:
             "params": list(PARAMS), "max_upload_mb": max_upload_mb, "models": models}
 
 
+MAX_CENTER_CHARS = 100  # a site or scanner name; it is echoed in errors
+
+
 def check_center_param(params: dict) -> None:
     """``params.center``, when given, names the case's centre (ComBat-harmonised runs need it) as a string."""
     center = params.get("center")
-    if center is not None and not (isinstance(center, str) and center):
-        raise UploadError(f"params center must name the case's centre (site or scanner) as a non-empty string, "
-                          f"e.g. {{\"center\": \"A\"}}, not {json.dumps(center)}")
+    if center is not None and not (isinstance(center, str) and 0 < len(center) <= MAX_CENTER_CHARS
+                                   and center.isprintable()):
+        raise UploadError(f"params center must name the case's centre (site or scanner) as a non-empty printable "
+                          f"string of at most {MAX_CENTER_CHARS} characters, e.g. {{\"center\": \"A\"}}, not "
+                          f"{json.dumps(center)[:40]}")
 
 
 def gradcam_modality(model: ServedModel, form: CaseForm) -> str:
