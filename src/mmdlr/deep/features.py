@@ -14,6 +14,7 @@ import torch
 from monai.data import DataLoader
 from torch.utils.data import Dataset, Subset
 
+from mmdlr.atomic import atomic_path
 from mmdlr.deep.classifier import DeepClassifier
 from mmdlr.terminal import track
 
@@ -96,17 +97,22 @@ def extract_features(network: DeepClassifier, dataset: Dataset, batch_size: int 
 
 
 class FeatureDataset(Dataset):
-    """Cached pooled features as ``{"image": features, "label": label}`` items, to train the head alone.
+    """Cached pooled features as ``{"image": features, "label": label}`` items, to train or evaluate the head alone.
 
     With a frozen backbone, training the head on these gives the same updates as passing every image
-    through the whole network each epoch (same batches, same order), at a fraction of the cost.
+    through the whole network each epoch (same batches, same order), at a fraction of the cost. With a
+    ``feature_cache`` (:func:`save_feature_cache`) the cases in it are not passed through the backbone again and
+    the others are added to it (:func:`extract_features_reusing`; ``dataset`` then a MONAI dataset).
     """
 
     def __init__(self, network: DeepClassifier, dataset: Dataset, batch_size: int = 8,
-                 device: str | torch.device = "cpu", num_workers: int = 0, precision: str = "float32"):
+                 device: str | torch.device = "cpu", num_workers: int = 0, precision: str = "float32",
+                 feature_cache: str | os.PathLike | None = None):
         if any(p.requires_grad for p in network.backbone.parameters()):
             raise ValueError("cached features need a frozen backbone (mode 'frozen'); fine-tuning trains on images")
-        cached = extract_features(network, dataset, batch_size, device, num_workers, "caching features", precision)
+        cached = (extract_features(network, dataset, batch_size, device, num_workers, "caching features", precision)
+                  if feature_cache is None else
+                  extract_features_reusing(network, dataset, feature_cache, batch_size, device, num_workers, precision))
         self.features = torch.from_numpy(cached.features)
         self.labels = torch.as_tensor(cached.meta["label"], dtype=torch.long)
 
@@ -151,13 +157,17 @@ def save_feature_cache(path: str | os.PathLike, network: DeepClassifier, precisi
     ``cases`` their cases in order), so :func:`extract_features_reusing` need not compute them again."""
     if any(part is None for part in parts):
         raise ValueError("a feature cache needs mode 'frozen' (training on cached features); fine-tuning caches none")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as file:
-        np.savez(file, keys=np.array([case_key(case) for case in cases], dtype=str),
-                 features=torch.cat([part.features for part in parts]).numpy(),
+    return _write_feature_cache(path, [case_key(case) for case in cases],
+                                torch.cat([part.features for part in parts]).numpy(), network, precision)
+
+
+def _write_feature_cache(path: str | os.PathLike, keys: list[str], features: np.ndarray, network: DeepClassifier,
+                         precision: str) -> Path:
+    """Write cases' features (``keys`` from :func:`case_key`) with ``network``'s backbone digest, atomically."""
+    with atomic_path(path) as temp, temp.open("wb") as file:
+        np.savez(file, keys=np.array(keys, dtype=str), features=features,
                  backbone=backbone_digest(network), precision=check_precision(precision))
-    return path
+    return Path(path)
 
 
 def read_feature_cache(path: str | os.PathLike, network: DeepClassifier, precision: str) -> dict[str, np.ndarray]:
@@ -174,14 +184,20 @@ def extract_features_reusing(network: DeepClassifier, dataset: Dataset, feature_
                              batch_size: int = 8, device: str | torch.device = "cpu", num_workers: int = 0,
                              precision: str = "float32") -> Features:
     """:func:`extract_features` of a MONAI ``dataset`` whose cases in ``feature_cache`` (training's frozen-backbone
-    features, :func:`save_feature_cache`) are neither loaded nor passed through the backbone: only the head runs."""
+    features, :func:`save_feature_cache`) are neither loaded nor passed through the backbone: only the head runs.
+    The cases it passes through the backbone are added to ``feature_cache``, so each case passes once."""
     cached = read_feature_cache(feature_cache, network, precision)
     keys = [case_key(case) for case in dataset.data]
     reused = [i for i, key in enumerate(keys) if key in cached]
     new = [i for i, key in enumerate(keys) if key not in cached]
     computed = extract_features(network, Subset(dataset, new), batch_size, device, num_workers, precision=precision)
     features = np.zeros((len(keys), network.spec.width), np.float32)
-    features[new], features[reused] = computed.features, [cached[keys[i]] for i in reused]
+    features[new] = computed.features
+    if reused:
+        features[reused] = np.stack([cached[keys[i]] for i in reused])
+    if new:
+        cached |= {keys[i]: features[i] for i in new}
+        _write_feature_cache(feature_cache, list(cached), np.stack(list(cached.values())), network, precision)
     probability = np.zeros(len(keys), np.float32)
     probability[new] = computed.prob_malignant
     with evaluating_channels_last(network), torch.no_grad():

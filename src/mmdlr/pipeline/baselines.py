@@ -2,9 +2,11 @@
 
 Each (backbone, modality) is trained by the bundle's ``train.json`` (frozen backbone, new head), scored
 by ``evaluate.json`` on the test split, and its per-patient probabilities (``inference.json``) give the
-confidence intervals. The paper's four CNNs (VGG-19, GoogLeNet, ResNet-101, Inception-v3) and any other
-registered backbone run at their own input size (Inception-v3 299x299, the others 224x224) unless
-``deep.spatial_size`` sets one for all. With ``deep.baseline_weights: none`` the frozen backbone is random:
+confidence intervals. Each case passes through the frozen backbone once: training's features and those
+``evaluate.json`` computes for the test split go to a feature cache that the next config reads (deleted after
+inference). The paper's four CNNs (VGG-19, GoogLeNet, ResNet-101, Inception-v3) and any other registered
+backbone run at their own input size (Inception-v3 299x299, the others 224x224) unless ``deep.spatial_size``
+sets one for all. With ``deep.baseline_weights: none`` the frozen backbone is random:
 such rows are named "untrained backbone (lower bound)", not results.
 """
 
@@ -46,11 +48,14 @@ def _baseline(manifest: Manifest, config: RunConfig, backbone: str, modality: st
         run_bundle_config(name, workflow_type, **bundle_overrides(config, folder, modality, backbone,
                                                                   manifest=str(manifest.path), **values))
 
+    feature_cache = str(folder / "models" / modality / "frozen_features.npz")
     run("train", "train", weights=config.deep.baseline_weights, mode="frozen", max_epochs=config.deep.max_epochs,
-        batch_size=config.deep.batch_size, learning_rate=config.deep.learning_rate, seed=config.deep.seed)
-    run("evaluate", split="test")
+        batch_size=config.deep.batch_size, learning_rate=config.deep.learning_rate, seed=config.deep.seed,
+        feature_cache=feature_cache)
+    run("evaluate", split="test", feature_cache=feature_cache)
     evaluated = json.loads((folder / f"metrics_{modality}_test.json").read_text())
-    run("inference")
+    run("inference", feature_cache=feature_cache)
+    Path(feature_cache).unlink()
     table = pd.read_csv(folder / f"deep_{modality}.csv", keep_default_na=False,
                         usecols=["patient_id", "label", "split", "group", "head_prob_malignant"])
     test = table[table["split"] == "test"]
