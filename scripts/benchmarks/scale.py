@@ -9,7 +9,8 @@ commands are polled with psutil every 0.5 s: CPU seconds and peak RSS of the who
 given to the stage running then (the stage after the last ``RUN/stages/<stage>.json`` written). Recorded per N
 and stage: wall seconds (the stage record's, and around the process for the cohort and the whole run), CPU
 seconds, peak RSS; the 1-minute load at the start and end of each N. Then per stage the growth exponent b of
-a least-squares fit seconds = a * N^b on log-log axes, and what it predicts for ``--predict`` patients.
+a least-squares fit seconds = a * N^b on log-log axes, and what it predicts for ``--predict`` patients, over every
+N in the CSV (settings may differ: each variant names its own, and the plot draws other settings' points hollow).
 
 Writes ``docs/benchmarks/scale.csv`` (benchmark, variant, value, unit, patients, stage; rows of other N kept)
 and ``docs/benchmarks/scale.png`` (stage wall time against patients, log-log, from every N in the CSV).
@@ -157,7 +158,8 @@ def growth(table: pd.DataFrame, predict: int) -> pd.DataFrame:
             continue
         if unit == "GiB peak RSS":
             slope, intercept = np.polyfit(group["patients"], group["value"], 1)
-            fit = {"exponent": np.nan, "GiB per 1000 patients": 1000 * slope, f"at {predict}": intercept + slope * predict}
+            fit = {"exponent": np.nan, "GiB per 1000 patients": 1000 * slope,
+                   f"at {predict}": intercept + slope * predict}
         else:
             exponent, intercept = np.polyfit(np.log(group["patients"]), np.log(group["value"]), 1)
             fit = {"exponent": exponent, f"at {predict}": float(np.exp(intercept) * predict ** exponent)}
@@ -176,11 +178,14 @@ def plot(table: pd.DataFrame, fits: pd.DataFrame, predict: int, path: Path, sett
 
     wall = table[table["unit"].eq("s wall")].pivot_table(index="patients", columns="stage", values="value")
     order = [stage for stage in [GENERATE, *STAGES, OTHER, RUN_TOTAL] if stage in wall.columns]
+    other = table.loc[table["setting"].ne(setting), ["patients", "setting"]].drop_duplicates()
     figure, axes = plt.subplots(figsize=(9, 5))
     for stage in order:
         series = wall[stage].dropna()
         total = stage == RUN_TOTAL
         line, = axes.plot(series.index, series.values, marker="o", label=stage, linewidth=2.5 if total else 1.2)
+        hollow = series[series.index.isin(other["patients"])]
+        axes.plot(hollow.index, hollow.values, "o", color="white", markersize=4)
         fit = fits[fits["stage"].eq(stage) & fits["unit"].eq("s wall")] if len(fits) else fits
         if total and len(fit):
             last = series.index.max()
@@ -188,7 +193,8 @@ def plot(table: pd.DataFrame, fits: pd.DataFrame, predict: int, path: Path, sett
                       color=line.get_color(), label=f"{stage}: fit N^{fit['exponent'].iloc[0]:.2f} to {predict}")
     axes.axhline(1800, color="grey", linestyle="--", linewidth=1, label="goal: 30 min end to end")
     axes.set(xscale="log", yscale="log", xlabel="patients (synthetic, 3 modalities)", ylabel="wall seconds",
-             title=f"mmdlr run, {setting}")
+             title=f"mmdlr run, {setting}" + "".join(f"\nhollow ({n} patients): {name}"
+                                                      for n, name in other.itertuples(index=False)))
     axes.xaxis.set_major_formatter(ScalarFormatter())
     axes.title.set_size(9)
     axes.grid(True, which="both", alpha=0.3)
@@ -207,7 +213,7 @@ def main(argv=None) -> None:
         rows = measure(n, args, setting)
         write_rows(rows, args.csv, f"{n} patients, {setting}")
     table = pd.read_csv(args.csv)
-    table = table[table["variant"].str.endswith(f", {setting})")]
+    table["setting"] = table["variant"].str.split(" patients, ", n=1).str[1].str[:-1]
     fits = growth(table, args.predict)
     print("\n" + fits.to_string(index=False, float_format=lambda value: f"{value:.3g}"))
     plot(table, fits, args.predict, args.plot, setting)
