@@ -3,7 +3,6 @@ running code (no pickle), and only when it holds nothing but the types mmdlr's m
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import io
 import json
@@ -102,13 +101,44 @@ class PandasData:
         return pd.DataFrame(self.values, index=index, columns=self.columns)
 
 
+@dataclass
+class Strings:
+    """A long list or object array of strings (a step's ``feature_names_in_``, a column transformer's columns) as
+    a fixed-width unicode array: skops saves that as one ``.npy`` file instead of one JSON node per name, which
+    made up 90% of a model file's nodes. ``kind`` is ``list`` or ``array``."""
+
+    values: np.ndarray
+    kind: str
+
+    MIN_LENGTH = 32  # shorter ones are cheaper as JSON than as a file of their own
+
+    @classmethod
+    def of(cls, value) -> Strings | None:
+        """``value`` as :class:`Strings`, or None if it is none of these or would not round-trip exactly."""
+        if isinstance(value, list):
+            kind, items = "list", value
+        elif type(value) is np.ndarray and value.dtype == object and value.ndim == 1:
+            kind, items = "array", value.tolist()
+        else:
+            return None
+        if len(items) < cls.MIN_LENGTH or not all(type(item) is str for item in items):
+            return None
+        stored = cls(np.array(items, dtype=str), kind)
+        return stored if stored.values.tolist() == items else None  # a trailing NUL would be lost
+
+    def restore(self) -> list | np.ndarray:
+        items = self.values.tolist()
+        return items if self.kind == "list" else np.array(items, dtype=object)
+
+
 # What a model file may hold besides the types skops trusts by itself (scikit-learn's estimators, builtin
 # containers, numpy arrays, scipy sparse matrices): exactly the types mmdlr's models are made of. Names, not
 # prefixes: skops calls some loaded types with arguments from the file, so every callable here must be harmless.
 TRUSTED_TYPES = frozenset({
-    # the bundle and the late-fusion models' pandas attributes
+    # the bundle, and what it saves pandas attributes (late fusion's) and long lists of names as
     "mmdlr.analysis.bundle.ModelBundle",
     "mmdlr.analysis.bundle.PandasData",
+    "mmdlr.analysis.bundle.Strings",
     "mmdlr.analysis.features.Block",
     # the model search, its pipeline, cache and folds
     "mmdlr.classify.search.PreprocessOnceSearchCV",
@@ -163,16 +193,43 @@ def _describe(types: list[str]) -> str:
     return ", ".join(types[:3]) + (f" and {len(types) - 3} more" if len(types) > 3 else "")
 
 
-def _with_attributes(model, kind: type | tuple[type, ...], convert):
-    """A shallow copy of ``model`` whose top-level attributes of type ``kind`` are converted, or ``model``
-    itself if it has none (late-fusion models keep their weights and meta-features in pandas)."""
-    changed = {key: convert(value) for key, value in getattr(model, "__dict__", {}).items()
-               if isinstance(value, kind)}
-    if not changed:
-        return model
-    converted = copy.copy(model)
-    vars(converted).update(changed)
-    return converted
+def _to_storable(value):
+    """What ``value`` is saved as (:class:`PandasData`, :class:`Strings`), or None to save it as it is."""
+    if isinstance(value, (pd.Series, pd.DataFrame)):
+        return PandasData.of(value)
+    return Strings.of(value)
+
+
+def _from_storable(value):
+    return value.restore() if isinstance(value, (PandasData, Strings)) else None
+
+
+def _replaced(node, convert, undo: list, seen: set):
+    """``node``, or what ``convert`` replaces it with; inside it (attributes, dict values, list and tuple items,
+    recursively) every value ``convert`` replaces is replaced in place, and (container, key, old value) appended to
+    ``undo``. A tuple holding a replaced value is itself replaced by a new tuple."""
+    new = convert(node)
+    if new is not None:
+        return new
+    if id(node) in seen:
+        return node
+    seen.add(id(node))
+    if type(node) is tuple:
+        items = tuple(_replaced(item, convert, undo, seen) for item in node)
+        return node if all(a is b for a, b in zip(items, node)) else items
+    if isinstance(node, (dict, list)):
+        container = node
+    elif hasattr(node, "__dict__") and not isinstance(node, type):
+        container = vars(node)
+    else:
+        return node
+    for key in range(len(node)) if isinstance(node, list) else list(container):
+        old = container[key]
+        new = _replaced(old, convert, undo, seen)
+        if new is not old:
+            container[key] = new
+            undo.append((container, key, old))
+    return node
 
 
 def _skops_bytes(obj) -> bytes:
@@ -195,9 +252,13 @@ def _skops_bytes(obj) -> bytes:
 def save_bundle(bundle: ModelBundle, path: str | Path) -> Path:
     """Write the bundle as a compressed skops file (atomically). A model holding a type :func:`load_bundle`
     would refuse is not written."""
-    storable = dataclasses.replace(bundle, model=_with_attributes(bundle.model, (pd.Series, pd.DataFrame),
-                                                                     PandasData.of))
-    data = _skops_bytes(storable)
+    undo = []
+    model = _replaced(bundle.model, _to_storable, undo, set())
+    try:
+        data = _skops_bytes(dataclasses.replace(bundle, model=model))
+    finally:
+        for container, key, value in reversed(undo):
+            container[key] = value
     foreign = _foreign(sio.get_untrusted_types(data=data))
     if foreign:
         raise ModelFileError(f"{bundle.family} / {bundle.method}: the model holds types mmdlr does not load "
@@ -225,7 +286,7 @@ def load_bundle(path: str | Path) -> ModelBundle:
     if not isinstance(bundle, ModelBundle):
         raise ModelFileError(f"{path} holds a {type(bundle).__name__}, not a model; only load run folders made "
                              f"by mmdlr")
-    return dataclasses.replace(bundle, model=_with_attributes(bundle.model, PandasData, PandasData.restore))
+    return dataclasses.replace(bundle, model=_replaced(bundle.model, _from_storable, [], set()))
 
 
 def _load_reviewed(path: Path) -> object:
