@@ -185,10 +185,11 @@ def plot(table: pd.DataFrame, fits: pd.DataFrame, predict: int, path: Path, sett
     order = [stage for stage in [GENERATE, *STAGES, OTHER, RUN_TOTAL] if stage in wall.columns]
     other = table.loc[table["setting"].ne(setting), ["patients", "setting"]].drop_duplicates()
     figure, axes = plt.subplots(figsize=(9, 5))
-    for stage in order:
+    for index, stage in enumerate(order):
         series = wall[stage].dropna()
         total = stage == RUN_TOTAL
-        line, = axes.plot(series.index, series.values, marker="o", label=stage, linewidth=2.5 if total else 1.2)
+        line, = axes.plot(series.index, series.values, marker="o", label=stage, linewidth=2.5 if total else 1.2,
+                          color="black" if total else plt.get_cmap("tab20")(index))
         hollow = series[series.index.isin(other["patients"])]
         axes.plot(hollow.index, hollow.values, "o", color="white", markersize=4)
         fit = fits[fits["stage"].eq(SUMMED) & fits["unit"].eq("s wall")]
