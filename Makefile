@@ -31,7 +31,7 @@ demo: setup
 	$(BIN)/mmdlr demo --out $(DEMO_DIR)
 
 test: setup
-	$(BIN)/python -m pytest -q --durations=25 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=25 tests
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

@@ -13,6 +13,15 @@ REPO = Path(__file__).resolve().parents[1]
 BUSI_DIR = REPO.parent / "shared" / "data" / "busi"
 
 
+def pytest_collection_modifyitems(config, items):
+    """For pytest-xdist's ``--dist loadgroup`` (``make test`` runs two workers): every test that uses the shared
+    finished run on one worker, so the run is built once, and each other module's tests together, so a module's
+    fixtures are built once."""
+    for item in items:
+        group = "finished_run" if "finished_run" in item.fixturenames else item.nodeid.partition("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session")
 def small_cohort(tmp_path_factory) -> Path:
     """A 16-patient synthetic cohort (US PNG, MG DICOM, MR NIfTI); returns its manifest path."""
