@@ -132,3 +132,11 @@ def test_mask_label_and_threshold_reach_the_mask_loader(name):
     transforms = parse(name, mask_threshold=128).get_parsed_content("deterministic_transforms")
     loader = next(t for t in transforms if type(t).__name__ == "LoadLesionMaskd")
     assert (loader.label_value, loader.threshold) == (None, 128)
+
+
+@pytest.mark.parametrize(("mode", "cached"), [("frozen", False), ("finetune", True)])
+def test_only_finetuning_keeps_the_preprocessed_images_in_memory(small_cohort, mode, cached):
+    """A frozen backbone reads each ROI once (its features are cached instead), so no image is held: a cohort of
+    thousands would not fit. Fine-tuning reads every ROI every epoch and keeps them."""
+    dataset = parse("train", manifest=str(small_cohort), modality="us", mode=mode).get_parsed_content("train#dataset")
+    assert len(dataset) > 0 and (dataset.cache_num == len(dataset)) is cached and (dataset.cache_num == 0) is not cached
