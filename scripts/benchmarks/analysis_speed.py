@@ -168,6 +168,8 @@ def textbook(features_dir: Path, config_path: Path, out: Path) -> None:
     def ensemble_probability(X_train, y_train, X_test):
         fitted = [radiomics().fit(X_train, y_train), deep().fit(X_train, y_train)]
         weights = softmax([model.cv_results_["mean_test_accuracy"][model.best_index_] for model in fitted])
+        if X_test is None:  # the final fit: nothing to predict
+            return []
         return sum(w * model.predict_proba(X_test)[:, 1] for w, model in zip(weights, fitted))
 
     rows = {
@@ -189,7 +191,7 @@ def textbook(features_dir: Path, config_path: Path, out: Path) -> None:
         for (family, method), make in [*rows.items(), (("radiomics+deep", "Ensemble"), None)]:
             if make is None:
                 probability = ensemble_probability(X.loc[train], y.loc[train], X.loc[list(fold.test)] if fold
-                                                   else X.iloc[:0])
+                                                   else None)
             else:
                 model = make().fit(X.loc[train], y.loc[train])
                 probability = model.predict_proba(X.loc[list(fold.test)])[:, 1] if fold else []
