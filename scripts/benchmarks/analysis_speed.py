@@ -89,6 +89,20 @@ def subsampled_features(args) -> Path:
     return folder
 
 
+def tree_cpu_seconds(root, cpu_by_pid: dict[int, float]) -> float:
+    """CPU seconds (user + system) of psutil process ``root`` and its descendants so far; ``cpu_by_pid`` keeps each
+    process's last reading, so processes that have ended still count."""
+    import psutil
+
+    for member in [root, *root.children(recursive=True)]:
+        try:
+            times = member.cpu_times()
+            cpu_by_pid[member.pid] = max(cpu_by_pid.get(member.pid, 0.0), times.user + times.system)
+        except psutil.Error:
+            continue
+    return sum(cpu_by_pid.values())
+
+
 def timed(command: list[str], env: dict | None = None) -> tuple[float, float]:
     """Run ``command``; wall seconds and CPU seconds of its whole process tree (psutil, 0.5 s polling)."""
     import psutil
@@ -97,12 +111,7 @@ def timed(command: list[str], env: dict | None = None) -> tuple[float, float]:
     process = subprocess.Popen(command, env=env)
     root, cpu = psutil.Process(process.pid), {}
     while process.poll() is None:
-        for member in [root, *root.children(recursive=True)]:
-            try:
-                times = member.cpu_times()
-                cpu[member.pid] = max(cpu.get(member.pid, 0.0), times.user + times.system)
-            except psutil.Error:
-                continue
+        tree_cpu_seconds(root, cpu)
         time.sleep(0.5)
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(command[:4])} ... failed with exit status {process.returncode}")

@@ -35,7 +35,7 @@ import pandas as pd
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from analysis_speed import load, write_rows  # noqa: E402
+from analysis_speed import load, tree_cpu_seconds, write_rows  # noqa: E402
 from speed import _tree_rss  # noqa: E402
 
 from mmdlr.cli.pipeline import DEMO_OVERRIDES  # noqa: E402
@@ -77,13 +77,7 @@ def monitored(command: list[str], stages_dir: Path | None = None) -> tuple[float
     process = subprocess.Popen(command)
     root, cpu_by_pid, usage = psutil.Process(process.pid), {}, {}
     while process.poll() is None:
-        for member in [root, *root.children(recursive=True)]:
-            try:
-                times = member.cpu_times()
-                cpu_by_pid[member.pid] = max(cpu_by_pid.get(member.pid, 0.0), times.user + times.system)
-            except psutil.Error:
-                continue
-        cpu = sum(cpu_by_pid.values())
+        cpu = tree_cpu_seconds(root, cpu_by_pid)
         rss = _tree_rss(root)[0] / 2 ** 30
         stage = current_stage(stages_dir) if stages_dir else GENERATE
         first_cpu, _, peak = usage.get(stage, (cpu, cpu, 0.0))
