@@ -16,7 +16,7 @@ import pytest
 import skops.io as sio
 
 from mmdlr.analysis import ModelBundle, config_from_dict, load_bundle, load_feature_set, save_bundle
-from mmdlr.analysis.bundle import ModelFileError
+from mmdlr.analysis.bundle import ModelFileError, Strings
 from mmdlr.analysis.fold import fit_row
 from mmdlr.analysis.grid import COMBINED, EARLY, ENSEMBLE, SINGLE, STACKING, GridRow
 from mmdlr.classify import CLASSIFIERS
@@ -90,6 +90,15 @@ def test_every_fusion_kind_round_trips_bit_identically(kind, features, tmp_path)
             assert model.feature_names_in_.dtype == object and len(model.feature_names_in_) == 80
         np.testing.assert_array_equal(loaded.model.feature_names_in_, bundle.model.feature_names_in_)
 
+
+
+def test_a_names_array_holding_no_array_is_refused_in_one_line(features, tmp_path):
+    """A hostile file may set a trusted Strings node's fields to anything: restoring it fails in one line."""
+    blocks = {"radiomics_us": features.blocks["radiomics_us"]}
+    bundle = ModelBundle({"names": Strings(None, "list")}, "radiomics", "US", "LR", 0.5, blocks, "all patients")
+    path = save_bundle(bundle, tmp_path / "us.skops")
+    with pytest.raises(ModelFileError, match=f"{path} is not a model file mmdlr saved .*AttributeError"):
+        load_bundle(path)
 
 class _Payload:
     """Unpickling it creates ``marker``."""

@@ -286,7 +286,10 @@ def load_bundle(path: str | Path) -> ModelBundle:
     if not isinstance(bundle, ModelBundle):
         raise ModelFileError(f"{path} holds a {type(bundle).__name__}, not a model; only load run folders made "
                              f"by mmdlr")
-    return dataclasses.replace(bundle, model=_replaced(bundle.model, _from_storable, [], set()))
+    try:  # a hostile file's PandasData or Strings may hold anything
+        return dataclasses.replace(bundle, model=_replaced(bundle.model, _from_storable, [], set()))
+    except Exception as error:
+        raise _unreadable(path, error) from None
 
 
 def _load_reviewed(path: Path) -> object:
