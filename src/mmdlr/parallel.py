@@ -6,12 +6,17 @@ or idle worker outlives a parent killed by SIGTERM or SIGKILL (for up to loky's 
 or for as long as its task runs). :func:`workers_exit_with_parent` gives every loky worker a watch on
 its parent, and :func:`signals_interrupt` turns SIGTERM/SIGHUP into an exception that unwinds the stack,
 so joblib stops its workers and Dask clients close their clusters.
+
+The local cluster's workers print nothing themselves (:func:`dask_setup`): their log records go to this
+process (``Client.forward_logging``), so they reach the run's log and follow ``mmdlr``'s verbosity.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -76,11 +81,34 @@ def dask_client(address: str | None = None, n_workers: int = 2) -> Iterator[obje
     client = None
     try:
         with signals_held():  # a cluster interrupted while starting cannot be closed
-            client = Client(address) if address else Client(n_workers=max(n_workers, 1), threads_per_worker=1)
+            if address:
+                client = Client(address)
+            else:
+                client = Client(n_workers=max(n_workers, 1), threads_per_worker=1, preload=[__name__])
+                client.forward_logging("distributed")
         yield client
     finally:
         if client is not None:
             client.close()
+
+
+def dask_setup(worker) -> None:
+    """Dask preload of the local cluster's workers: their ``distributed`` loggers print nothing (they are
+    forwarded), and so do the exceptions Python can only ignore (a worker's own Client, deleted after the
+    cluster went down): they are logged instead."""
+    for name in [name for name in logging.root.manager.loggerDict if name.split(".")[0] == "distributed"]:
+        logger = logging.getLogger(name)
+        for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
+            logger.removeHandler(handler)
+        logger.addHandler(logging.NullHandler())
+    logging.raiseExceptions = False  # a record that cannot be forwarded any more (shutting down) is dropped
+    sys.unraisablehook = _log_unraisable
+
+
+def _log_unraisable(unraisable) -> None:
+    logging.getLogger("distributed.worker").error(
+        "%s %r", unraisable.err_msg or "Exception ignored in", unraisable.object,
+        exc_info=(unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback))
 
 
 def run_here(function, *arguments):

@@ -2,8 +2,10 @@
 the stage ends; warnings; nothing else unless ``--verbose``.
 
 Every log record at INFO and above (mmdlr's own, the bundle's per-epoch metrics, PyRadiomics, MONAI,
-Ignite) goes to ``RUN/logs/mmdlr.log`` of a run (:class:`RunLogHandler`); the terminal shows records of
-:data:`summary` (the stage lines) and warnings, all records with ``--verbose``, warnings only with ``-q``.
+Ignite, a Dask cluster) goes to ``RUN/logs/mmdlr.log`` of a run (:class:`RunLogHandler`); the terminal shows
+records of :data:`summary` (the stage lines) and warnings, all records with ``--verbose``, warnings only with
+``-q``. A Dask cluster's own records (``distributed``: its workers' start, stop and reconnection notices)
+reach the terminal only with ``--verbose``: what goes wrong in a task comes back as that task's error.
 Loops that count work call :func:`track` or :func:`work`: inside a stage they advance the stage's bar,
 elsewhere (``mmdlr crop``, ``mmdlr analyze``, ...) a bar of their own.
 """
@@ -57,6 +59,8 @@ class RunLogHandler(logging.FileHandler):
 
 def _shown(quiet: bool) -> Callable[[logging.LogRecord], bool]:
     def shown(record: logging.LogRecord) -> bool:
+        if record.name.split(".")[0] == "distributed":
+            return False
         return record.levelno >= logging.WARNING or (not quiet and record.name == summary.name)
     return shown
 

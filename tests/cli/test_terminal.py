@@ -81,7 +81,8 @@ def test_quiet_shows_neither_bars_nor_stage_lines(runs):
                                                   ({"quiet": True}, ["a warning"]),
                                                   ({"verbose": True}, ["INFO mmdlr.summary: crop       done: 3 rois, "
                                                                        "1.0 s", "INFO ignite.engine: Epoch[1] Complete",
-                                                                       "WARNING pykwalify: a warning"])])
+                                                                       "WARNING pykwalify: a warning",
+                                                                       "WARNING distributed.nanny: Restarting worker"])])
 def test_verbosity_decides_what_the_terminal_shows(flags, expected):
     err = io.StringIO()
     with redirect_stderr(err):
@@ -90,5 +91,6 @@ def test_verbosity_decides_what_the_terminal_shows(flags, expected):
         logging.getLogger("ignite.engine").info("Epoch[1] Complete")
         logging.getLogger("monai.bundle.workflows").warning("Logging file is set to False, skipping logging.")
         logging.getLogger("pykwalify").warning("a warning")
+        logging.getLogger("distributed.nanny").warning("Restarting worker")  # a cluster's own: with -v only
     configure_terminal()
     assert err.getvalue().splitlines() == expected

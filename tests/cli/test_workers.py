@@ -58,6 +58,6 @@ def test_workers_do_not_outlive_mmdlr(run_cohort, tmp_path, backend, signum):
     assert not survivors, [survivor.cmdline()[:4] for survivor in survivors]
     if signum == signal.SIGTERM:
         assert process.returncode == 128 + signal.SIGTERM
-        assert "mmdlr run: interrupted by SIGTERM" in err.splitlines() and "Traceback" not in err
+        assert err.splitlines() == ["mmdlr run: interrupted by SIGTERM"]  # nothing from the workers
     else:
         assert process.returncode == -signal.SIGKILL

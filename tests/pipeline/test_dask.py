@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -62,3 +64,40 @@ def test_grid_tasks_run_their_own_joblib_calls_in_place(cluster):
     """A task's own joblib calls (LassoCV's path) run inside it, not back on the cluster as tasks of their own."""
     with parallel_backend(ParallelConfig(backend="dask", n_jobs=2, scheduler_address=cluster)):
         assert run_parallel(effective_n_jobs, [()] * 2, "probe", progress=False) == [1, 1]
+
+
+
+def test_local_cluster_workers_print_nothing_and_forward_their_records():
+    """A local cluster's workers (mmdlr.parallel.dask_setup) send their log records, and the exceptions Python can
+    only ignore (``__del__``), to this process's logging instead of printing them."""
+    class RaisesWhenDeleted:  # defined here, so that the task is pickled by value (workers cannot import tests)
+        def __del__(self):
+            raise RuntimeError("deleted too late")
+
+    def log_and_drop() -> None:
+        logging.getLogger("distributed.worker").warning("from a task")
+        RaisesWhenDeleted()
+
+    def stderr_handlers() -> list[str]:
+        return [type(h).__name__ for name in list(logging.root.manager.loggerDict) if name.startswith("distributed")
+                for h in logging.getLogger(name).handlers if isinstance(h, logging.StreamHandler)]
+
+    received: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = received.append
+    logger = logging.getLogger("distributed.worker")
+    logger.addHandler(handler)
+    try:
+        with dask_client(None, 1) as client:
+            client.submit(log_and_drop).result()
+            deadline = time.time() + 30
+            while len(received) < 2 and time.time() < deadline:
+                time.sleep(0.2)
+            on_workers = client.run(stderr_handlers)
+    finally:
+        logger.removeHandler(handler)
+    messages = [record.getMessage() for record in received]
+    assert "from a task" in messages, messages
+    ignored = [record for record in received if "RaisesWhenDeleted" in record.getMessage()]
+    assert ignored and "RuntimeError: deleted too late" in ignored[0].exc_text, messages  # its traceback, as text
+    assert list(on_workers.values()) == [[]], on_workers  # nothing of distributed's writes to a worker's stderr
