@@ -100,7 +100,7 @@ def dask_setup(worker) -> None:
         logger = logging.getLogger(name)
         for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
             logger.removeHandler(handler)
-        logger.addHandler(logging.NullHandler())
+            logger.addHandler(logging.NullHandler())  # not Python's last-resort handler, which prints
     logging.raiseExceptions = False  # a record that cannot be forwarded any more (shutting down) is dropped
     sys.unraisablehook = _log_unraisable
 
