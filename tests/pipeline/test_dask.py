@@ -67,7 +67,7 @@ def test_grid_tasks_run_their_own_joblib_calls_in_place(cluster):
 
 
 
-def test_local_cluster_workers_print_nothing_and_forward_their_records():
+def test_local_cluster_workers_print_nothing_and_forward_their_records(caplog):
     """A local cluster's workers (mmdlr.parallel.dask_setup) send their log records, and the exceptions Python can
     only ignore (``__del__``), to this process's logging instead of printing them."""
     class RaisesWhenDeleted:  # defined here, so that the task is pickled by value (workers cannot import tests)
@@ -96,6 +96,7 @@ def test_local_cluster_workers_print_nothing_and_forward_their_records():
             on_workers = client.run(stderr_handlers)
     finally:
         logger.removeHandler(handler)
+    assert "has one worker thread: joblib runs the tasks in this process" in caplog.text  # its rule, not ours
     messages = [record.getMessage() for record in received]
     assert "from a task" in messages, messages
     ignored = [record for record in received if "RaisesWhenDeleted" in record.getMessage()]
