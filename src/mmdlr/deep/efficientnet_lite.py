@@ -38,7 +38,8 @@ class SameConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pad_h = _same_padding(x.shape[2], self.kernel_size[0], self.stride[0])
         pad_w = _same_padding(x.shape[3], self.kernel_size[1], self.stride[1])
-        x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        if pad_h or pad_w:  # a 1x1 convolution needs none, and F.pad would copy the tensor anyway
+            x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
         return F.conv2d(x, self.weight, None, self.stride, 0, self.dilation, self.groups)
 
 
