@@ -159,3 +159,18 @@ def test_efficientnet_lite0_port_classifies_imagenet_photo():
     with torch.no_grad():
         logits = network.features(x[None]) @ fc["_fc.weight"].T + fc["_fc.bias"]
     assert int(logits.argmax()) == MILITARY_UNIFORM
+
+
+@pytest.mark.parametrize(("kernel", "stride", "size"), [(1, 1, 7), (3, 1, 7), (5, 1, 8), (3, 2, 7), (3, 2, 8), (5, 2, 9),
+                                                        (5, 2, 14)])
+def test_same_conv_pads_like_tensorflow(kernel, stride, size):
+    """TF SAME: ceil(size / stride) outputs, the odd padding pixel at the bottom/right, whichever way it is applied."""
+    from mmdlr.deep.efficientnet_lite import SameConv2d
+
+    torch.manual_seed(0)
+    conv, x = SameConv2d(4, 6, kernel, stride), torch.randn(2, 4, size, size)
+    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+    padded = torch.nn.functional.pad(x, [total // 2, total - total // 2] * 2)
+    expected = torch.nn.functional.conv2d(padded, conv.weight, None, stride)
+    with torch.no_grad():
+        assert torch.allclose(conv(x), expected, rtol=0, atol=1e-6)  # bit-equal here; a misplaced pixel is O(1)

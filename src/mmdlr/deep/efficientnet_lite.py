@@ -38,9 +38,10 @@ class SameConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pad_h = _same_padding(x.shape[2], self.kernel_size[0], self.stride[0])
         pad_w = _same_padding(x.shape[3], self.kernel_size[1], self.stride[1])
-        if pad_h or pad_w:  # a 1x1 convolution needs none, and F.pad would copy the tensor anyway
+        if pad_h % 2 or pad_w % 2:  # the extra bottom/right pixel, which conv2d's own (symmetric) padding cannot add
             x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
-        return F.conv2d(x, self.weight, None, self.stride, 0, self.dilation, self.groups)
+            pad_h = pad_w = 0
+        return F.conv2d(x, self.weight, None, self.stride, (pad_h // 2, pad_w // 2), self.dilation, self.groups)
 
 
 def _same_padding(size: int, kernel: int, stride: int) -> int:
