@@ -87,9 +87,10 @@ def dask_client(address: str | None = None, n_workers: int = 2) -> Iterator[obje
             else:
                 client = Client(n_workers=max(n_workers, 1), threads_per_worker=1, preload=[__name__])
                 client.forward_logging("distributed")
-        if sum(client.nthreads().values()) == 1:
-            log.warning("the Dask cluster %s has one worker thread: joblib runs the tasks in this process instead (it "
-                        "sends them to a cluster of 2 threads or more)", address or "started here")
+        if sum(client.nthreads().values()) == 1:  # joblib sends tasks to a cluster of 2 threads or more only
+            log.warning("the Dask cluster %s has one worker thread, so its tasks run in this process instead: %s",
+                        address or "started here", "give it more workers or threads" if address else
+                        "set parallel.n_jobs (radiomics.n_jobs for radiomics) to 2 or more")
         yield client
     finally:
         if client is not None:

@@ -66,7 +66,6 @@ def test_grid_tasks_run_their_own_joblib_calls_in_place(cluster):
         assert run_parallel(effective_n_jobs, [()] * 2, "probe", progress=False) == [1, 1]
 
 
-
 def test_local_cluster_workers_print_nothing_and_forward_their_records(caplog):
     """A local cluster's workers (mmdlr.parallel.dask_setup) send their log records, and the exceptions Python can
     only ignore (``__del__``), to this process's logging instead of printing them."""
@@ -96,7 +95,7 @@ def test_local_cluster_workers_print_nothing_and_forward_their_records(caplog):
             on_workers = client.run(stderr_handlers)
     finally:
         logger.removeHandler(handler)
-    assert "has one worker thread: joblib runs the tasks in this process" in caplog.text  # its rule, not ours
+    assert "has one worker thread, so its tasks run in this process instead: set parallel.n_jobs" in caplog.text
     messages = [record.getMessage() for record in received]
     assert "from a task" in messages, messages
     ignored = [record for record in received if "RaisesWhenDeleted" in record.getMessage()]
