@@ -6,7 +6,8 @@ run folder). Then, back to back for each worker count N (``--workers``): the rad
 rerun (``--force``) locally (loky, ``n_jobs`` N) and on a cluster this script starts (``dask scheduler`` and
 ``dask worker --nworkers N --nthreads 1`` on free local ports, ``mmdlr run --scheduler tcp://...``), torn down
 after each run whatever happens. joblib sends tasks to a cluster only when it has 2 threads or more: with N = 1
-the tasks run in the ``mmdlr run`` process (the scheduler counts none), which makes that row a control. Recorded per run: each forced stage's wall seconds (RUN/stages/*.json),
+the tasks run in the ``mmdlr run`` process (the scheduler counts none), which makes that row a control.
+Recorded per run: each forced stage's wall seconds (RUN/stages/*.json),
 CPU seconds of the ``mmdlr run`` process tree and of the cluster's processes, the scheduler's task counts
 and compute seconds (cluster runs), the load, and whether
 results/predictions.csv is byte-identical to the local run's with the same ``n_jobs``. Writes
@@ -135,9 +136,9 @@ def tree_cpu(processes: list[psutil.Process]) -> float:
 
 
 class TaskCounter(SchedulerPlugin):
-    """On the scheduler: per task prefix (joblib's ``batch_of_<function>_<n>_calls``, a scattered object's type),
-    how many tasks reached memory and their compute seconds (a scattered object: none). Counted as they finish:
-    the scheduler forgets a prefix once its tasks are released."""
+    """On the scheduler: per task prefix (joblib's ``batch_of_<function>_<n>_calls``), how many tasks finished and
+    their compute seconds, counted as they finish (the scheduler forgets a prefix once its tasks are released).
+    Scattered data does not pass through these transitions and is not counted."""
 
     name = "benchmark-task-counter"
 
@@ -213,10 +214,7 @@ def main(argv=None) -> None:
                     with Client(address) as client:
                         tasks = client.run_on_scheduler(counted_tasks)
                 print("  tasks (prefix: count, compute s):", tasks, flush=True)
-                computed = [count for count, seconds in tasks.values() if seconds > 0]
-                record(variant, sum(computed), "tasks computed on the cluster")
-                record(variant, sum(count for count, seconds in tasks.values() if seconds == 0),
-                       "objects scattered to the cluster")
+                record(variant, sum(count for count, _ in tasks.values()), "tasks computed on the cluster")
                 record(variant, sum(seconds for _, seconds in tasks.values()), "s task compute (sum)")
             predictions = (out / "results/predictions.csv").read_bytes()
             if where == "local":  # loky with n_jobs 1 runs in the main process, whose BLAS threads differ
