@@ -9,6 +9,7 @@ import SimpleITK as sitk
 from PIL import Image
 
 from mmdlr.errors import ManifestError
+from mmdlr.io.limits import ENVIRONMENT_KEY
 from mmdlr.io.manifest import parse_label, read_manifest
 from mmdlr.io.validate import validate_manifest
 
@@ -81,6 +82,17 @@ def test_all_problems_reported_at_once(folder):
     table[2]["us_mask"] = "empty_mask.png"
     table[3]["label"] = "x"
     assert len(check(folder, table).problems) == 3
+
+
+def test_worker_processes_report_the_same_and_keep_the_callers_decoded_size_limit(folder, monkeypatch):
+    table = rows() + [{"patient_id": "P4", "label": "1", "us_image": "corrupt.png", "us_mask": "m0.png"}]
+    pd.DataFrame(table).to_csv(folder / "manifest.csv", index=False)
+    one, two = (validate_manifest(folder / "manifest.csv", progress=False, n_jobs=n) for n in (1, 2))
+    assert one.problems == two.problems and len(two.problems) == 1 and "patient P4" in two.problems[0]
+    pd.testing.assert_frame_equal(one.summary, two.summary)
+    monkeypatch.setenv(ENVIRONMENT_KEY, "0.0001")  # 105 bytes: below a 12 x 12 image's
+    limited = validate_manifest(folder / "manifest.csv", progress=False, n_jobs=2)
+    assert sum("io.max_decoded_mb" in problem for problem in limited.problems) == 4, limited.problems
 
 
 def test_split_and_group_checks(folder):

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from mmdlr.errors import CaseError
+from mmdlr.io.limits import ENVIRONMENT_KEY
 from mmdlr.io.manifest import read_manifest
 from mmdlr.io.readers import read_image
 from mmdlr.roi.box import largest_slice_index, lesion_box
@@ -81,6 +82,19 @@ def test_crop_cohort_writes_reuses_and_invalidates(small_cohort, tmp_path):
     assert record["settings"]["margin"] == 0
     assert all(p.stat().st_mtime_ns != stamps[p] for p in stamps)
     assert not list((tmp_path / "roi").rglob(".*"))  # no temporary leftovers
+
+
+def test_crop_cohort_in_worker_processes_writes_the_same_crops_under_the_same_limit(small_cohort, tmp_path,
+                                                                                    monkeypatch):
+    manifest = read_manifest(small_cohort)
+    one, two = (crop_cohort(manifest, tmp_path / str(n), progress=False, n_jobs=n) for n in (1, 2))
+    pd.testing.assert_frame_equal(one.drop(columns="roi_dir"), two.drop(columns="roi_dir"))
+    for first, second in zip(one["roi_dir"], two["roi_dir"]):
+        for name in ("image.nii.gz", "mask.nii.gz"):
+            np.testing.assert_array_equal(read_image(f"{first}/{name}").array, read_image(f"{second}/{name}").array)
+    monkeypatch.setenv(ENVIRONMENT_KEY, "0.0001")  # the workers above started under the default limit
+    with pytest.raises(CaseError, match=f"(?s){len(one)} ROI.*io.max_decoded_mb"):
+        crop_cohort(manifest, tmp_path / "limited", progress=False, n_jobs=2)
 
 
 def test_crop_cohort_reports_every_failure_and_writes_no_index(small_cohort, tmp_path):

@@ -30,6 +30,10 @@ def add_roi_options(parser: argparse.ArgumentParser) -> None:
     add_mask_options(parser)
 
 
+def add_n_jobs_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--n-jobs", type=int, default=1, help="patients processed in parallel (-1: all cores)")
+
+
 def roi_settings(args: argparse.Namespace) -> RoiSettings:
     from mmdlr.roi.cache import RoiSettings
 
@@ -44,7 +48,7 @@ def run_validate(args: argparse.Namespace) -> int:
 
     config = read_run_config(args.config, args.set or []) if args.config else None
     report = validate_manifest(args.manifest, args.label_value, progress=not args.quiet,
-                               mask_threshold=args.mask_threshold)
+                               mask_threshold=args.mask_threshold, n_jobs=args.n_jobs)
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     problems = list(report.problems)
@@ -89,7 +93,8 @@ def run_crop(args: argparse.Namespace) -> int:
     from mmdlr.io.manifest import read_manifest
     from mmdlr.roi.cache import crop_cohort
 
-    index = crop_cohort(read_manifest(args.manifest), args.out, roi_settings(args), progress=not args.quiet)
+    index = crop_cohort(read_manifest(args.manifest), args.out, roi_settings(args), progress=not args.quiet,
+                        n_jobs=args.n_jobs)
     print(f"{len(index)} ROIs under {Path(args.out) / 'roi'}")
     print(index.groupby("modality")["lesion_pixels"].describe()[["count", "mean", "min", "max"]].to_string())
     return 0
@@ -99,6 +104,7 @@ def register(subparsers) -> None:
     validate = subparsers.add_parser("validate", help="check a manifest and every file it names")
     validate.add_argument("manifest", help="cohort CSV to check")
     add_mask_options(validate)
+    add_n_jobs_option(validate)
     add_config_options(validate, default=None)
     validate.add_argument("--out", default=None, help="with --config: the run folder, checked for writing")
     validate.set_defaults(handler=run_validate)
@@ -130,4 +136,5 @@ def register(subparsers) -> None:
     crop.add_argument("manifest", help="cohort CSV")
     crop.add_argument("--out", required=True, help="folder; crops go to OUT/roi/<mod>/<patient>/")
     add_roi_options(crop)
+    add_n_jobs_option(crop)
     crop.set_defaults(handler=run_crop)

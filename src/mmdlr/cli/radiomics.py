@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mmdlr.cli.data import add_roi_options, roi_settings
+from mmdlr.cli.data import add_n_jobs_option, add_roi_options, roi_settings
 
 
 def run_radiomics(args: argparse.Namespace) -> int:
@@ -18,7 +18,8 @@ def run_radiomics(args: argparse.Namespace) -> int:
         if not Path(path).is_file():
             raise FileNotFoundError(f"--params-{dimension}: params file {path} not found "
                                     f"(default: {DEFAULT_PARAMS[dimension]})")
-    index = crop_cohort(read_manifest(args.manifest), args.out, roi_settings(args), progress=not args.quiet)
+    index = crop_cohort(read_manifest(args.manifest), args.out, roi_settings(args), progress=not args.quiet,
+                        n_jobs=args.n_jobs)
     written = extract_cohort(index, args.out, args.dimension, params,
                              n_jobs=args.n_jobs, backend=args.backend, progress=not args.quiet)
     for modality, path in written.items():
@@ -34,7 +35,7 @@ def register(subparsers) -> None:
                         help="3d: volumetric modalities use their 3D ROI (default: largest slice)")
     parser.add_argument("--params-2d", help="PyRadiomics params file for 2D ROIs (default configs/radiomics_2d.yaml)")
     parser.add_argument("--params-3d", help="PyRadiomics params file for 3D ROIs (default configs/radiomics_3d.yaml)")
-    parser.add_argument("--n-jobs", type=int, default=1, help="parallel patients (-1: all cores)")
+    add_n_jobs_option(parser)
     parser.add_argument("--backend", default="loky", choices=("loky", "threading", "dask"),
                         help="joblib backend; dask needs a running dask.distributed Client")
     add_roi_options(parser)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+import joblib
 import numpy as np
 import pandas as pd
 
 from mmdlr.errors import ManifestError, find_case_error
 from mmdlr.io.dicom_masks import dicom_mask_kind
+from mmdlr.io.limits import max_decoded_mb, set_max_decoded_mb
 from mmdlr.io.loading import load_case_transforms
 from mmdlr.io.manifest import LABEL_NAMES, Manifest
 from mmdlr.io.readers import read_image
@@ -53,8 +55,9 @@ def non_binary_mask_warning(path: str | os.PathLike) -> str | None:
 
 
 def validate_manifest(path: str | os.PathLike, label_value: int | None = None, progress: bool = True,
-                      mask_threshold: float | None = None) -> ValidationReport:
-    """Check the manifest's structure, then load every image and mask of every modality and cut its ROI.
+                      mask_threshold: float | None = None, n_jobs: int = 1) -> ValidationReport:
+    """Check the manifest's structure, then load every image and mask of every modality and cut its ROI
+    (``n_jobs`` processes).
 
     Masks that are not binary are warnings when neither ``label_value`` nor ``mask_threshold`` is given.
     """
@@ -65,30 +68,19 @@ def validate_manifest(path: str | os.PathLike, label_value: int | None = None, p
     problems = manifest.structural_problems()
     if any("column" in p for p in problems):
         return ValidationReport(problems=problems)
-    load = load_case_transforms(label_value, mask_threshold=mask_threshold)
-    roi = roi_transforms(RoiSettings(label_value=label_value, mask_threshold=mask_threshold))
     rows, warnings = [], []
-    cases = [case for modality in manifest.modalities for case in manifest.cases(modality)]
+    cases = [case for modality in manifest.modalities for case in manifest.cases(modality)
+             if case["label"] is not None]
+    jobs = [joblib.delayed(_check_case)(case, label_value, mask_threshold, max_decoded_mb()) for case in cases]
+    with joblib.parallel_config(backend="loky", n_jobs=n_jobs):
+        results = list(track(joblib.Parallel(return_as="generator")(jobs), len(jobs), "validate", "image", progress))
     loaded: dict[str, list[dict]] = {m: [] for m in manifest.modalities}
-    for case in track(cases, len(cases), "validate", "image", progress):
-        if case["label"] is None:
-            continue
-        try:
-            loaded_case = load(dict(case))
-            ndim = loaded_case["image"].ndim - 1
-            for transform in roi:
-                loaded_case = transform(loaded_case)
-        except Exception as error:
-            cause = find_case_error(error)
-            if cause is None:
-                raise
-            problems.append(f"{case['modality']}: {cause}")
-            continue
-        loaded[case["modality"]].append({"label": case["label"], "ndim": ndim, "center": case["center"]})
-        if label_value is None and mask_threshold is None:
-            for mask_path in case["mask"]:
-                if warning := non_binary_mask_warning(mask_path):
-                    warnings.append(f"{case['modality']}: patient {case['patient_id']}, file {mask_path}: {warning}")
+    for case, (item, problem, case_warnings) in zip(cases, results):
+        if problem:
+            problems.append(problem)
+        else:
+            loaded[case["modality"]].append(item)
+        warnings += case_warnings
     for modality, items in loaded.items():
         labels = pd.Series([item["label"] for item in items], dtype=int)
         rows.append({
@@ -102,3 +94,27 @@ def validate_manifest(path: str | os.PathLike, label_value: int | None = None, p
             [item["center"] for item in items], dtype=str).value_counts().sort_index().items())}
              if manifest.centers is not None else {}))
     return ValidationReport(problems=problems, summary=pd.DataFrame(rows), warnings=warnings)
+
+
+def _check_case(case: dict, label_value: int | None, mask_threshold: float | None,
+                limit_mb: float) -> tuple[dict | None, str | None, list[str]]:
+    """Load one case and cut its ROI (in a worker, under the caller's decoded-size limit): its summary item, its
+    one-line problem (then no item), and warnings about its masks."""
+    set_max_decoded_mb(limit_mb)
+    data = dict(case)
+    try:
+        data = load_case_transforms(label_value, mask_threshold=mask_threshold)(data)
+        ndim = data["image"].ndim - 1
+        for transform in roi_transforms(RoiSettings(label_value=label_value, mask_threshold=mask_threshold)):
+            data = transform(data)
+    except Exception as error:
+        cause = find_case_error(error)
+        if cause is None:
+            raise
+        return None, f"{case['modality']}: {cause}", []
+    warnings = []
+    if label_value is None and mask_threshold is None:
+        for mask_path in case["mask"]:
+            if warning := non_binary_mask_warning(mask_path):
+                warnings.append(f"{case['modality']}: patient {case['patient_id']}, file {mask_path}: {warning}")
+    return {"label": case["label"], "ndim": ndim, "center": case["center"]}, None, warnings

@@ -257,7 +257,8 @@ def run_pipeline(manifest_path: str | Path, config: RunConfig, out_dir: str | Pa
     hashes = input_hashes(source) if not source.structural_problems() else {}
 
     def validate():
-        report = validate_manifest(source.path, config.roi.label_value, progress, config.roi.mask_threshold)
+        report = validate_manifest(source.path, config.roi.label_value, progress, config.roi.mask_threshold,
+                                   config.analysis.parallel.n_jobs)
         for warning in report.warnings:
             log.warning("validate: %s", warning)
         if not report.ok:
@@ -271,7 +272,7 @@ def run_pipeline(manifest_path: str | Path, config: RunConfig, out_dir: str | Pa
     roi_key = [hashes, config.section("roi")]
 
     def crop():
-        crop_cohort(manifest, out, config.roi, progress)
+        crop_cohort(manifest, out, config.roi, progress, config.analysis.parallel.n_jobs)
         return [out / "roi" / "roi_index.csv"]
 
     runner.run("crop", roi_key, crop)

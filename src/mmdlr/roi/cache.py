@@ -13,12 +13,14 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import joblib
 import numpy as np
 import pandas as pd
 
 from mmdlr.atomic import atomic_path, write_csv
 from mmdlr.errors import CaseError, find_case_error
 from mmdlr.io.dicom_masks import split_mask_path
+from mmdlr.io.limits import max_decoded_mb, set_max_decoded_mb
 from mmdlr.io.loading import load_case_transforms
 from mmdlr.io.manifest import Manifest
 from mmdlr.io.writers import write_nifti
@@ -129,22 +131,32 @@ def _index_row(case: dict, target: Path, record: dict) -> dict:
 
 
 def crop_cohort(manifest: Manifest, out_dir: str | os.PathLike, settings: RoiSettings = RoiSettings(),
-                progress: bool = True) -> pd.DataFrame:
-    """Crop every patient's ROI for every modality; raise one CaseError listing all failures."""
+                progress: bool = True, n_jobs: int = 1) -> pd.DataFrame:
+    """Crop every patient's ROI for every modality in ``n_jobs`` processes; raise one CaseError listing all
+    failures."""
     roi_root = Path(out_dir) / "roi"
-    rows, failures = [], []
     cases = [case for modality in manifest.modalities for case in manifest.cases(modality)]
     code = code_version()
-    for case in track(cases, len(cases), "crop ROIs", "roi", progress):
-        try:
-            rows.append(crop_case(case, roi_root, settings, code))
-        except Exception as error:
-            cause = find_case_error(error)
-            if cause is None:
-                raise
-            failures.append(f"{case['modality']}: {cause}")
+    jobs = [joblib.delayed(_crop_or_failure)(case, roi_root, settings, code, max_decoded_mb()) for case in cases]
+    with joblib.parallel_config(backend="loky", n_jobs=n_jobs):
+        results = list(track(joblib.Parallel(return_as="generator")(jobs), len(jobs), "crop ROIs", "roi", progress))
+    failures = [failure for _, failure in results if failure]
     if failures:
         raise CaseError(f"{len(failures)} ROI(s) failed (no index written):\n  " + "\n  ".join(failures))
-    index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
+    index = pd.DataFrame([row for row, _ in results], columns=INDEX_COLUMNS)
     write_csv(index, roi_root / "roi_index.csv")
     return index
+
+
+def _crop_or_failure(case: dict, roi_root: Path, settings: RoiSettings, code: str,
+                     limit_mb: float) -> tuple[dict | None, str | None]:
+    """:func:`crop_case` in a worker under the caller's decoded-size limit: (index row, None), or (None, the
+    case's one-line failure)."""
+    set_max_decoded_mb(limit_mb)
+    try:
+        return crop_case(case, roi_root, settings, code), None
+    except Exception as error:
+        cause = find_case_error(error)
+        if cause is None:
+            raise
+        return None, f"{case['modality']}: {cause}"
