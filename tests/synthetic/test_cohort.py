@@ -43,10 +43,10 @@ def test_class_balance_missing_modalities_and_split():
     assert test.sum() == 20 and test[benign].sum() == 7
 
 
-def test_same_seed_same_files_other_seed_differs(tmp_path):
+def test_same_seed_same_files_in_any_number_of_processes_other_seed_differs(tmp_path):
     settings = CohortSettings(patients=5, seed=11)
     first = generate_cohort(tmp_path / "a", settings, progress=False).parent
-    second = generate_cohort(tmp_path / "b", settings, progress=False).parent
+    second = generate_cohort(tmp_path / "b", settings, progress=False, n_jobs=2).parent
     third = generate_cohort(tmp_path / "c", CohortSettings(patients=5, seed=12), progress=False).parent
     assert digests(first) == digests(second)
     assert digests(first) != digests(third)

@@ -69,7 +69,7 @@ def run_demo_data(args: argparse.Namespace) -> int:
 
     settings = CohortSettings(patients=args.patients, seed=args.seed, missing_rate=args.missing_rate,
                               benign_fraction=args.benign_fraction, centers=args.centers)
-    manifest = generate_cohort(args.out, settings, progress=not args.quiet)
+    manifest = generate_cohort(args.out, settings, progress=not args.quiet, n_jobs=args.n_jobs)
     where = f" at {settings.centers} centers" if settings.centers > 1 else ""
     print(f"wrote {settings.patients} synthetic patients{where}; manifest: {manifest}")
     return 0
@@ -118,6 +118,7 @@ def register(subparsers) -> None:
     demo.add_argument("--centers", type=int, default=1,
                       help="centers A, B, ... each with its own scanners (intensity scale and offset, noise, pixel "
                            "spacing, bit depth); the manifest gets a center column (default 1: none)")
+    add_n_jobs_option(demo)
     demo.set_defaults(handler=run_demo_data)
 
     busi = subparsers.add_parser("import-busi", help="US-only manifest from the BUSI folder, duplicates removed")

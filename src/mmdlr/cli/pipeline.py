@@ -79,9 +79,9 @@ def run_demo(args: argparse.Namespace) -> int:
     from mmdlr.synthetic import CohortSettings, generate_cohort
 
     out = Path(args.out)
-    manifest = generate_cohort(out / "cohort", CohortSettings(patients=args.patients, seed=args.seed),
-                               progress=not args.quiet)
     config = read_run_config(args.config, DEMO_OVERRIDES + _overrides(args))
+    manifest = generate_cohort(out / "cohort", CohortSettings(patients=args.patients, seed=args.seed),
+                               progress=not args.quiet, n_jobs=config.analysis.parallel.n_jobs)
     with run_log(out / "run"):
         result = run_pipeline(manifest, config, out / "run", args.force or (), progress=not args.quiet)
     print_summary(result)

@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import joblib
 import numpy as np
 import pandas as pd
 from PIL import Image
@@ -223,8 +224,9 @@ def _assign_classes(settings: CohortSettings) -> tuple[np.ndarray, np.ndarray]:
 
 
 def generate_cohort(out_dir: str | os.PathLike, settings: CohortSettings = CohortSettings(),
-                    progress: bool = True) -> Path:
-    """Write the cohort under ``out_dir`` (replacing an earlier generated cohort) and return the manifest."""
+                    progress: bool = True, n_jobs: int = 1) -> Path:
+    """Write the cohort under ``out_dir`` (replacing an earlier generated cohort) in ``n_jobs`` processes and
+    return the manifest; every patient has its own seeded generator, so ``n_jobs`` changes no file."""
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not (out / "manifest.csv").exists():
         raise FileExistsError(f"{out} exists and is not a generated cohort; choose an empty or new folder")
@@ -240,7 +242,10 @@ def generate_cohort(out_dir: str | os.PathLike, settings: CohortSettings = Cohor
     with atomic_path(out, directory=True) as temp:
         for modality in MODALITIES:
             (temp / modality).mkdir()
-        rows = [_patient(i, settings, temp, bool(benign[i]), bool(test[i]), int(centers[i]))
-                for i in tqdm(range(settings.patients), desc="demo cohort", unit="patient", disable=not progress)]
+        jobs = (joblib.delayed(_patient)(i, settings, temp, bool(benign[i]), bool(test[i]), int(centers[i]))
+                for i in range(settings.patients))
+        with joblib.parallel_config(backend="loky", n_jobs=n_jobs):
+            rows = list(tqdm(joblib.Parallel(return_as="generator")(jobs), total=settings.patients,
+                             desc="demo cohort", unit="patient", disable=not progress))
         pd.DataFrame(rows).to_csv(temp / "manifest.csv", index=False)
     return out / "manifest.csv"
