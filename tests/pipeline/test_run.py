@@ -67,7 +67,7 @@ def test_provenance_records_config_inputs_and_timings(finished_run, run_cohort):
     assert set(provenance["stages"]) == set(STAGES)
     assert all(stage["seconds"] >= 0 for stage in provenance["stages"].values())
     assert provenance["packages"]["monai"].startswith("1.6")
-    assert provenance["host"]["cpu_count"] >= 1
+    assert provenance["host"]["cpu_count"] >= 1 and provenance["host"]["torch_threads"] >= 1
 
 
 def test_rerun_skips_everything_and_force_reruns_one(finished_run, run_cohort):

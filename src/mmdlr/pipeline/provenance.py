@@ -53,10 +53,13 @@ def git_commit() -> str:
 
 
 def host_info() -> dict:
+    """The machine; ``torch_threads`` too, because the deep features depend on it at float32 rounding."""
     import psutil
+    import torch
 
     return {"hostname": platform.node(), "platform": platform.platform(), "python": sys.version.split()[0],
-            "cpu_count": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1)}
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1)}
 
 
 def write_provenance(out_dir: str | Path, config: dict, manifest: Manifest, hashes: dict[str, str],
