@@ -157,6 +157,20 @@ def test_errors_monai_wraps_are_surfaced(small_cohort, tmp_path):
     assert error_line(wrapped) == ("patient P001, file /data/P001_mask.png: mask is empty", 2)
 
 
+def test_an_unforeseen_error_in_a_worker_process_reads_as_in_this_process():
+    """loky hands a worker's error back with the worker's traceback as its cause; the line shows the error."""
+    import operator
+
+    import joblib
+
+    lines = []
+    for n_jobs in (1, 2):
+        with pytest.raises(ZeroDivisionError) as raised:
+            joblib.Parallel(n_jobs=n_jobs)(joblib.delayed(operator.truediv)(1, 0) for _ in range(2))
+        lines.append(error_line(raised.value))
+    assert lines == [("ZeroDivisionError: division by zero (run with --debug for the traceback)", 1)] * 2
+
+
 def test_console_script_prints_no_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-m", "mmdlr.cli.main", "run", "--manifest", str(tmp_path / "m.csv"),
                              "--out", str(tmp_path / "o"), "--config", str(tmp_path / "none.yaml")],

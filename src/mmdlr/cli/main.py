@@ -53,7 +53,8 @@ def error_line(error: BaseException) -> tuple[str, int]:
     """The one-line message for ``error`` and the exit code: 2 when anticipated, else 1."""
     anticipated = find_cause(error, ANTICIPATED)
     if anticipated is None:
-        innermost = list(causes(error))[-1]
+        # an error raised in a loky worker has that worker's traceback (as text) for its cause: --debug prints it
+        innermost = [cause for cause in causes(error) if type(cause).__name__ != "_RemoteTraceback"][-1]
         return f"{type(innermost).__name__}: {_one_line(innermost)} (run with --debug for the traceback)", 1
     return _one_line(anticipated), 2
 
