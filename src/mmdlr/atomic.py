@@ -46,6 +46,13 @@ def _new_sibling(path: Path, directory: bool) -> Path:
             continue
 
 
+def remove_temporaries(folder: str | os.PathLike) -> None:
+    """Remove the temporary siblings that writers killed mid-write (joblib kills its workers when it is
+    interrupted) left in ``folder``; an :func:`atomic_path` still open in ``folder`` would lose its own."""
+    for temp in Path(folder).glob(".*.????????.tmp"):
+        shutil.rmtree(temp, ignore_errors=True) if temp.is_dir() else temp.unlink(missing_ok=True)
+
+
 def write_csv(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write a table as CSV atomically (no index)."""
     with atomic_path(path) as temp:

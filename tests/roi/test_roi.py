@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ from mmdlr.errors import CaseError
 from mmdlr.io.limits import ENVIRONMENT_KEY
 from mmdlr.io.manifest import read_manifest
 from mmdlr.io.readers import read_image
+from mmdlr.roi import cache
 from mmdlr.roi.box import largest_slice_index, lesion_box
 from mmdlr.roi.cache import RoiSettings, crop_cohort
 from mmdlr.roi.transforms import CropLesionROId, SelectLargestLesionSliced
@@ -95,6 +97,25 @@ def test_crop_cohort_in_worker_processes_writes_the_same_crops_under_the_same_li
     monkeypatch.setenv(ENVIRONMENT_KEY, "0.0001")  # the workers above started under the default limit
     with pytest.raises(CaseError, match=f"(?s){len(one)} ROI.*io.max_decoded_mb"):
         crop_cohort(manifest, tmp_path / "limited", progress=False, n_jobs=2)
+
+
+def test_interrupted_crop_cohort_stops_its_workers_and_leaves_no_temporary_folder(small_cohort, tmp_path,
+                                                                                  monkeypatch):
+    """Interrupted, joblib kills its workers, some mid-write: their temporary ROI folders go too."""
+    killed_mid_write = tmp_path / "roi" / "us" / ".P0002.0123abcd.tmp"  # what a worker killed mid-write leaves
+    (killed_mid_write / "image.nii.gz").parent.mkdir(parents=True)
+    (killed_mid_write / "image.nii.gz").write_bytes(b"half")
+
+    def interrupted_after_one(results, *_):  # Ctrl-C between two results, the workers still busy
+        yield next(iter(results))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cache, "track", interrupted_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        crop_cohort(read_manifest(small_cohort), tmp_path, progress=False, n_jobs=2)
+    time.sleep(1)  # what workers still running would write meanwhile
+    assert not list((tmp_path / "roi").rglob(".*"))
+    assert not (tmp_path / "roi" / "roi_index.csv").exists()
 
 
 def test_crop_cohort_reports_every_failure_and_writes_no_index(small_cohort, tmp_path):

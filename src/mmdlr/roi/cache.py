@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import joblib
 import numpy as np
 import pandas as pd
 
-from mmdlr.atomic import atomic_path, write_csv
+from mmdlr.atomic import atomic_path, remove_temporaries, write_csv
 from mmdlr.errors import CaseError, find_case_error
 from mmdlr.io.dicom_masks import split_mask_path
 from mmdlr.io.limits import max_decoded_mb, set_max_decoded_mb
@@ -139,7 +140,15 @@ def crop_cohort(manifest: Manifest, out_dir: str | os.PathLike, settings: RoiSet
     code = code_version()
     jobs = [joblib.delayed(_crop_or_failure)(case, roi_root, settings, code, max_decoded_mb()) for case in cases]
     with joblib.parallel_config(backend="loky", n_jobs=n_jobs):
-        results = list(track(joblib.Parallel(return_as="generator")(jobs), len(jobs), "crop ROIs", "roi", progress))
+        outputs = joblib.Parallel(return_as="generator")(jobs)
+    try:
+        results = list(track(outputs, len(jobs), "crop ROIs", "roi", progress))
+    except BaseException:  # Ctrl-C, SIGTERM or an error: joblib kills the workers, some of them mid-write
+        with warnings.catch_warnings(action="ignore"):  # joblib's note that it cancelled the tasks
+            outputs.close()  # (interrupted between two results, they would go on writing until it is collected)
+        for modality in manifest.modalities:
+            remove_temporaries(roi_root / modality)
+        raise
     failures = [failure for _, failure in results if failure]
     if failures:
         raise CaseError(f"{len(failures)} ROI(s) failed (no index written):\n  " + "\n  ".join(failures))
