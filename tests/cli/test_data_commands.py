@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from mmdlr.cli.main import main
 
@@ -39,3 +40,10 @@ def test_console_script_reports_errors_with_exit_code(tmp_path):
                              "--out", str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 2
     assert "none.csv not found" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two"])
+def test_n_jobs_is_checked_where_it_is_given(value, capsys):
+    with pytest.raises(SystemExit):
+        main(["-q", "crop", "m.csv", "--out", "o", "--n-jobs", value])
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("mmdlr crop: error: argument --n-jobs: ")

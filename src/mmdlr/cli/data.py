@@ -31,7 +31,15 @@ def add_roi_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_n_jobs_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--n-jobs", type=int, default=1, help="patients processed in parallel (-1: all cores)")
+    parser.add_argument("--n-jobs", type=n_jobs, default=1, help="patients processed in parallel (-1: all cores)")
+
+
+def n_jobs(text: str) -> int:
+    """``--n-jobs``: a number of processes, at least 1, or -1 (as ``parallel.n_jobs``)."""
+    value = int(text)
+    if value != -1 and value < 1:
+        raise argparse.ArgumentTypeError(f"{value} processes: give 1 or more, or -1 for all cores")
+    return value
 
 
 def roi_settings(args: argparse.Namespace) -> RoiSettings:
