@@ -95,6 +95,16 @@ def test_worker_processes_report_the_same_and_keep_the_callers_decoded_size_limi
     assert sum("io.max_decoded_mb" in problem for problem in limited.problems) == 4, limited.problems
 
 
+def test_a_file_the_system_cannot_open_is_its_patients_problem_in_any_number_of_processes(folder):
+    too_long = "x" * 300 + ".png"  # above every common file system's 255-byte name
+    table = rows() + [{"patient_id": "P4", "label": "1", "us_image": "i0.png", "us_mask": too_long},
+                      {"patient_id": "P5", "label": "0", "us_image": too_long, "us_mask": "m0.png"}]
+    pd.DataFrame(table).to_csv(folder / "manifest.csv", index=False)
+    for n_jobs in (1, 2):
+        problems = validate_manifest(folder / "manifest.csv", progress=False, n_jobs=n_jobs).problems
+        assert problems == [f"us: patient P{i}, file {folder / too_long}: File name too long" for i in (4, 5)]
+
+
 def test_split_and_group_checks(folder):
     table = rows()
     for i, row in enumerate(table):
