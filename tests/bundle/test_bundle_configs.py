@@ -6,11 +6,13 @@ import json
 from pathlib import Path
 
 import monai
+import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser
+from torch.utils.data import Subset
 
-from mmdlr.deep import DeepClassifier, get_backbone
+from mmdlr.deep import DeepClassifier, extract_features, get_backbone
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundle" / "configs"
@@ -140,3 +142,17 @@ def test_only_finetuning_keeps_the_preprocessed_images_in_memory(small_cohort, m
     thousands would not fit. Fine-tuning reads every ROI every epoch and keeps them."""
     dataset = parse("train", manifest=str(small_cohort), modality="us", mode=mode).get_parsed_content("train#dataset")
     assert len(dataset) > 0 and (dataset.cache_num == len(dataset)) is cached and (dataset.cache_num == 0) is not cached
+
+
+def test_the_frozen_feature_pass_preprocesses_in_a_worker_with_the_same_features(small_cohort):
+    """train.json's and inference.json's feature pass reads and preprocesses the ROIs in a DataLoader worker beside
+    the network (MG and MRI-T2 reading costs more than the network): the features are those of one process."""
+    assert load("train")["feature_num_workers"] == 1 and load("inference")["num_workers"] == 1
+    parser = parse("train", manifest=str(small_cohort), modality="mg", backbone="efficientnet_lite0", weights="none",
+                   spatial_size=[64, 64])
+    network, dataset = parser.get_parsed_content("network"), parser.get_parsed_content("train#dataset")
+    dataset = Subset(dataset, range(6))
+    in_process, in_worker = (extract_features(network, dataset, 4, "cpu", workers) for workers in (0, 1))
+    assert len(in_worker.features) == 6
+    np.testing.assert_array_equal(in_process.features, in_worker.features)
+    assert in_process.meta == in_worker.meta
