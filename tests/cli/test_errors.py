@@ -179,3 +179,13 @@ def test_console_script_prints_no_traceback(tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"mmdlr run: error: config file {tmp_path / 'none.yaml'} not found (mmdlr ships "
         f"{CONFIG_DIR / 'paper.yaml'} and {CONFIG_DIR / 'nested_cv.yaml'})"]
+
+
+def test_a_closed_stdout_pipe_ends_quietly_as_a_shell_command_does(tmp_path):
+    """`mmdlr demo-data ... | head -c 0`: the reader has gone before mmdlr prints; no error line, exit 141."""
+    process = subprocess.Popen([sys.executable, "-m", "mmdlr.cli.main", "-q", "demo-data", str(tmp_path / "c"),
+                                "--patients", "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait() == 141 and stderr == ""
+    assert (tmp_path / "c" / "manifest.csv").is_file()

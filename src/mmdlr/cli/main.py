@@ -5,7 +5,8 @@ syntax error; also when MONAI re-raised it as a ``RuntimeError``) prints one lin
 error: <message>``, and exits 2; any other exception is a bug or an environment failure we did not
 foresee: one line with its type and message, exit 1. ``--debug`` prints the traceback before that line.
 SIGINT, SIGTERM and SIGHUP unwind the stack (joblib stops its workers, Dask clients close their
-clusters), print one line and exit 128 + the signal number (130 for Ctrl-C).
+clusters), print one line and exit 128 + the signal number (130 for Ctrl-C); a closed stdout pipe exits
+141 silently, as a shell command killed by SIGPIPE.
 """
 
 from __future__ import annotations
@@ -91,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         signum = interrupt.signum if isinstance(interrupt, Terminated) else signal.SIGINT
         print(f"mmdlr {args.command}: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
         return 128 + signum
+    except BrokenPipeError:  # the reader of stdout stopped (`mmdlr crop ... | head`): stop quietly, as `cat` does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python flushes stdout at exit
+        return 128 + signal.SIGPIPE
     except Exception as error:  # noqa: BLE001 - every error ends as one line (--debug: with the traceback)
         if args.debug:
             traceback.print_exc()
