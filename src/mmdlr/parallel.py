@@ -19,12 +19,15 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 
-from joblib import parallel_config, register_parallel_backend
+from joblib import Parallel, parallel_config, register_parallel_backend
 from joblib._parallel_backends import LokyBackend
+
+from mmdlr.terminal import track
 
 
 log = logging.getLogger(__name__)
@@ -133,6 +136,19 @@ def exit_with_parent(parent_pid: int, interval: float = 0.5) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def ordered_results(jobs: list, description: str, unit: str, progress: bool = True) -> list:
+    """The results of joblib ``jobs`` (``joblib.delayed`` calls) under the active ``parallel_config``, in order,
+    counted as they come. Interrupted or failing, it stops the workers before it returns: joblib would let
+    the queued tasks run on until its generator is collected, writing files after the caller cleaned up."""
+    outputs = Parallel(return_as="generator")(jobs)
+    try:
+        return list(track(outputs, len(jobs), description, unit, progress))
+    except BaseException:
+        with warnings.catch_warnings(action="ignore"):  # joblib's note that it cancelled the tasks
+            outputs.close()
+        raise
 
 
 def workers_exit_with_parent() -> None:

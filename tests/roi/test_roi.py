@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mmdlr import parallel
 from mmdlr.errors import CaseError
 from mmdlr.io.limits import ENVIRONMENT_KEY
 from mmdlr.io.manifest import read_manifest
 from mmdlr.io.readers import read_image
-from mmdlr.roi import cache
 from mmdlr.roi.box import largest_slice_index, lesion_box
 from mmdlr.roi.cache import RoiSettings, crop_cohort
 from mmdlr.roi.transforms import CropLesionROId, SelectLargestLesionSliced
@@ -110,7 +110,7 @@ def test_interrupted_crop_cohort_stops_its_workers_and_leaves_no_temporary_folde
         yield next(iter(results))
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cache, "track", interrupted_after_one)
+    monkeypatch.setattr(parallel, "track", interrupted_after_one)
     with pytest.raises(KeyboardInterrupt):
         crop_cohort(read_manifest(small_cohort), tmp_path, progress=False, n_jobs=2)
     time.sleep(1)  # what workers still running would write meanwhile

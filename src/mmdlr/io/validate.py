@@ -15,8 +15,8 @@ from mmdlr.io.limits import max_decoded_mb, set_max_decoded_mb
 from mmdlr.io.loading import load_case_transforms
 from mmdlr.io.manifest import LABEL_NAMES, Manifest
 from mmdlr.io.readers import read_image
+from mmdlr.parallel import ordered_results
 from mmdlr.roi.cache import RoiSettings, roi_transforms
-from mmdlr.terminal import track
 
 MAX_LABELS = 5  # a mask with more distinct non-zero values has grey edges rather than labels
 
@@ -73,7 +73,7 @@ def validate_manifest(path: str | os.PathLike, label_value: int | None = None, p
              if case["label"] is not None]
     jobs = [joblib.delayed(_check_case)(case, label_value, mask_threshold, max_decoded_mb()) for case in cases]
     with joblib.parallel_config(backend="loky", n_jobs=n_jobs):
-        results = list(track(joblib.Parallel(return_as="generator")(jobs), len(jobs), "validate", "image", progress))
+        results = ordered_results(jobs, "validate", "image", progress)
     loaded: dict[str, list[dict]] = {m: [] for m in manifest.modalities}
     for case, (item, problem, case_warnings) in zip(cases, results):
         if problem:

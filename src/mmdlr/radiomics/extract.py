@@ -19,9 +19,9 @@ import pandas as pd
 
 from mmdlr.atomic import write_csv, write_text
 from mmdlr.errors import CaseError
+from mmdlr.parallel import ordered_results
 from mmdlr.paths import CONFIG_DIR
 from mmdlr.pipeline.stages import code_version
-from mmdlr.terminal import track
 
 ID_COLUMNS = ["patient_id", "label", "split", "group", "center"]
 DEFAULT_PARAMS = {"2d": CONFIG_DIR / "radiomics_2d.yaml", "3d": CONFIG_DIR / "radiomics_3d.yaml"}
@@ -96,7 +96,7 @@ def extract_cohort(roi_index: pd.DataFrame, out_dir: str | os.PathLike, dimensio
     jobs = [joblib.delayed(_extract_row)(row, params["3d" if use_volume else "2d"], use_volume, code, region)
             for row in rows for use_volume in [dimension == "3d" and int(row["ndim"]) == 3] for region in regions]
     with joblib.parallel_config(backend=backend, n_jobs=n_jobs):
-        results = list(track(joblib.Parallel(return_as="generator")(jobs), len(jobs), "radiomics", "roi", progress))
+        results = ordered_results(jobs, "radiomics", "roi", progress)
     failures = [f"{r['modality']}: patient {r['patient_id']}, file {r['file']}: {r['error']}"
                 for r in results if "error" in r]
     if failures:

@@ -25,11 +25,11 @@ from mmdlr.analysis.features import read_perturbed
 from mmdlr.atomic import atomic_path, write_csv
 from mmdlr.errors import CaseError
 from mmdlr.io.writers import write_nifti
+from mmdlr.parallel import ordered_results
 from mmdlr.pipeline.stages import code_version
 from mmdlr.radiomics.extract import DEFAULT_PARAMS, ID_COLUMNS, extract_roi, region_table_name, roi_files
 from mmdlr.roi.regions import PerturbContourd, parse_perturbation, peritumoral_ring
 from mmdlr.select.icc import feature_icc
-from mmdlr.terminal import track
 
 ROBUSTNESS_DIR = "robustness"  # read back by mmdlr.analysis.features.read_perturbed
 ICC_TABLE = "icc.csv"  # every feature's ICC on all patients (label-free), for the report
@@ -89,8 +89,7 @@ def extract_perturbed(roi_index: pd.DataFrame, out_dir: str | os.PathLike, pertu
             for row in roi_index.to_dict("records") for use_volume in [dimension == "3d" and int(row["ndim"]) == 3]
             for perturbation in perturbations]
     with joblib.parallel_config(backend=backend, n_jobs=n_jobs):
-        results = [r for rs in track(joblib.Parallel(return_as="generator")(jobs), len(jobs),
-                                     "radiomics robustness", "roi", progress) for r in rs]
+        results = [r for rs in ordered_results(jobs, "radiomics robustness", "roi", progress) for r in rs]
     failures = [f"{r['modality']}: patient {r['patient_id']}, ROI {r['file']}: {r['error']}"
                 for r in results if "error" in r]
     if failures:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,10 +24,10 @@ from mmdlr.io.limits import max_decoded_mb, set_max_decoded_mb
 from mmdlr.io.loading import load_case_transforms
 from mmdlr.io.manifest import Manifest
 from mmdlr.io.writers import write_nifti
+from mmdlr.parallel import ordered_results
 from mmdlr.pipeline.stages import code_version
 from mmdlr.roi.regions import PeritumoralRingd, region_names
 from mmdlr.roi.transforms import CropLesionROId, SelectLargestLesionSliced
-from mmdlr.terminal import track
 
 ROI_FILES = ("image", "mask")
 INDEX_COLUMNS = ["patient_id", "modality", "label", "split", "group", "center", "roi_dir", "ndim",
@@ -139,13 +138,10 @@ def crop_cohort(manifest: Manifest, out_dir: str | os.PathLike, settings: RoiSet
     cases = [case for modality in manifest.modalities for case in manifest.cases(modality)]
     code = code_version()
     jobs = [joblib.delayed(_crop_or_failure)(case, roi_root, settings, code, max_decoded_mb()) for case in cases]
-    with joblib.parallel_config(backend="loky", n_jobs=n_jobs):
-        outputs = joblib.Parallel(return_as="generator")(jobs)
     try:
-        results = list(track(outputs, len(jobs), "crop ROIs", "roi", progress))
+        with joblib.parallel_config(backend="loky", n_jobs=n_jobs):
+            results = ordered_results(jobs, "crop ROIs", "roi", progress)
     except BaseException:  # Ctrl-C, SIGTERM or an error: joblib kills the workers, some of them mid-write
-        with warnings.catch_warnings(action="ignore"):  # joblib's note that it cancelled the tasks
-            outputs.close()  # (interrupted between two results, they would go on writing until it is collected)
         for modality in manifest.modalities:
             remove_temporaries(roi_root / modality)
         raise

@@ -21,10 +21,10 @@ import joblib
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm.auto import tqdm
 
 from mmdlr.atomic import atomic_path
 from mmdlr.io.writers import write_nifti
+from mmdlr.parallel import ordered_results
 from mmdlr.synthetic.lesions import LesionShape, mammogram, mri_t2, ultrasound
 
 MODALITIES = ("us", "mg", "mr")
@@ -242,10 +242,9 @@ def generate_cohort(out_dir: str | os.PathLike, settings: CohortSettings = Cohor
     with atomic_path(out, directory=True) as temp:
         for modality in MODALITIES:
             (temp / modality).mkdir()
-        jobs = (joblib.delayed(_patient)(i, settings, temp, bool(benign[i]), bool(test[i]), int(centers[i]))
-                for i in range(settings.patients))
+        jobs = [joblib.delayed(_patient)(i, settings, temp, bool(benign[i]), bool(test[i]), int(centers[i]))
+                for i in range(settings.patients)]
         with joblib.parallel_config(backend="loky", n_jobs=n_jobs):
-            rows = list(tqdm(joblib.Parallel(return_as="generator")(jobs), total=settings.patients,
-                             desc="demo cohort", unit="patient", disable=not progress))
+            rows = ordered_results(jobs, "demo cohort", "patient", progress)
         pd.DataFrame(rows).to_csv(temp / "manifest.csv", index=False)
     return out / "manifest.csv"
