@@ -35,6 +35,12 @@ def patient(cohort):
     return cohort[(cohort[["us_image", "mg_image", "mr_image"]] != "").all(axis=1)].iloc[0]
 
 
+@pytest.fixture()
+def private_tempdir(tmp_path, monkeypatch):
+    """This process's temporary files under ``tmp_path``: the other test worker's uploads in /tmp come and go."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+
 def upload_dirs() -> set[str]:
     return {p.name for p in Path(tempfile.gettempdir()).glob("mmdlr-upload-*")}
 
@@ -77,7 +83,7 @@ def test_info_lists_models_with_modalities_protocol_and_test_metrics(client, run
     assert info["models"]["radiomics_us"]["gradcam_modalities"] == []
 
 
-def test_infer_json_answers_in_the_monai_label_shape(client, patient):
+def test_infer_json_answers_in_the_monai_label_shape(client, patient, private_tempdir):
     before = upload_dirs()
     response = infer(client, "fusion_ensemble", upload_parts(patient, ["us", "mg"]))
     assert response.status_code == 200, response.text
@@ -159,7 +165,7 @@ def png_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def test_bad_files_are_400_naming_the_field_and_file(client, patient):
+def test_bad_files_are_400_naming_the_field_and_file(client, patient, private_tempdir):
     before = upload_dirs()
     image = (Path(patient["us_image"]).name, Path(patient["us_image"]).read_bytes())
     shape = read_image(patient["us_image"]).array.shape
