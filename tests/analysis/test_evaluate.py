@@ -1,5 +1,7 @@
 """Metrics, DeLong, resampled-t intervals, the result rows' intervals and notes, and the train/test protocols."""
 
+from collections import OrderedDict
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,7 +10,9 @@ from scipy.special import expit, logit
 from scipy.stats import norm, t
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, confusion_matrix, roc_auc_score
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
+import mmdlr.evaluate.splits as splits_module
 from mmdlr.analysis import plots
 from mmdlr.analysis.grid import SINGLE, GridRow
 from mmdlr.analysis.summary import holdout_row, markdown_table, nested_row, result_table
@@ -23,6 +27,7 @@ from mmdlr.evaluate import (
     holdout_fold,
     logistic_calibration,
     proportion_counts,
+    StratifiedFoldsWithGroups,
     repeated_folds,
     require_both_classes,
     sensitivity,
@@ -216,6 +221,28 @@ def test_repeated_folds_cover_every_patient_once_per_repeat():
         assert sorted(p for fold in repeat for p in fold.test) == sorted(labels.index)
     for fold in folds:
         assert set(groups[list(fold.train)]).isdisjoint(groups[list(fold.test)])
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_inner_folds_are_scikit_learns_kept_read_only_and_made_once_per_labels_and_groups(grouped, monkeypatch):
+    rng = np.random.default_rng(1)
+    y, groups = rng.integers(0, 2, 90), (rng.integers(0, 40, 90) if grouped else None)
+    splitter = StratifiedGroupKFold if grouped else StratifiedKFold
+    expected = list(splitter(3, shuffle=True, random_state=7).split(np.zeros(90), y, groups))
+    made = []
+    monkeypatch.setattr(splits_module, "_SPLITS", OrderedDict())  # nothing from other tests
+    monkeypatch.setattr(splitter, "split", lambda self, *args: made.append(1) or iter(expected))
+    folds = StratifiedFoldsWithGroups(3, 7)
+    for _ in range(3):
+        splits = list(folds.split(np.zeros((90, 2)), y, groups))
+        for (train, test), (want_train, want_test) in zip(splits, expected, strict=True):
+            np.testing.assert_array_equal(train, want_train)
+            np.testing.assert_array_equal(test, want_test)
+            assert not train.flags.writeable and not test.flags.writeable
+    assert len(made) == 1
+    list(StratifiedFoldsWithGroups(3, 8).split(np.zeros(90), y, groups))  # another seed,
+    list(folds.split(np.zeros(90), 1 - y, groups))  # other labels
+    assert len(made) == 3
 
 
 def test_one_class_training_fold_error_names_the_fold():

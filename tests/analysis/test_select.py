@@ -2,10 +2,13 @@
 
 import numpy as np
 import pytest
+import skops.io as sio
 from sklearn.base import clone
+from sklearn.impute import SimpleImputer
 from sklearn.pipeline import make_pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from mmdlr.analysis.bundle import TRUSTED_TYPES
 from mmdlr.select import (
     ClippedPCA,
     FiniteMedianImputer,
@@ -107,6 +110,23 @@ def test_finite_median_imputer_replaces_nan_and_inf_with_training_median():
     assert FiniteMedianImputer().fit([[np.nan], [np.nan]]).transform([[np.nan]]).tolist() == [[0.0]]
 
 
+def test_finite_median_imputer_gives_simple_imputers_medians_and_reads_its_older_model_files():
+    rng = np.random.default_rng(5)
+    train = rng.normal(size=(301, 40))
+    train[rng.random(train.shape) < 0.1] = np.nan
+    train[:, 3] = np.nan
+    train[7, 5] = np.inf
+    finite = np.where(np.isinf(train), np.nan, train)
+    simple = SimpleImputer(strategy="median", keep_empty_features=True).fit(finite)
+    imputer = FiniteMedianImputer().fit(train)
+    np.testing.assert_array_equal(imputer.statistics_, simple.statistics_)
+    np.testing.assert_array_equal(imputer.transform(train), simple.transform(finite))
+    older = FiniteMedianImputer()  # as fitted before statistics_: the SimpleImputer itself (imputer_)
+    older.__dict__.update(imputer_=simple, n_features_in_=40)
+    loaded = sio.loads(sio.dumps(older), trusted=sorted(TRUSTED_TYPES))
+    np.testing.assert_array_equal(loaded.transform(train), simple.transform(finite))
+
+
 def test_selectors_clone_and_fit_inside_a_pipeline(informative_data):
     X, y = informative_data
     pipeline = make_pipeline(FiniteMedianImputer(), MannWhitneyFilter(0.01), SpearmanRedundancyFilter(0.9),
@@ -116,6 +136,6 @@ def test_selectors_clone_and_fit_inside_a_pipeline(informative_data):
     assert cloned.fit(X, y).transform(X).shape == (80, 1)
 
 
-@parametrize_with_checks([LassoSelector()])
-def test_lasso_selector_passes_scikit_learn_estimator_checks(estimator, check):
+@parametrize_with_checks([LassoSelector(), FiniteMedianImputer()])
+def test_lasso_selector_and_imputer_pass_scikit_learn_estimator_checks(estimator, check):
     check(estimator)

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import pickle
 from collections.abc import Callable, Sequence
+
+from mmdlr.digest import content_digest
 
 
 class FitCache:
     """``Pipeline(memory=FitCache())``: a step fitted on the same data with the same parameters is fitted once.
 
     Implements the ``cache`` method of the :class:`joblib.Memory` interface that scikit-learn's
-    :class:`~sklearn.pipeline.Pipeline` calls for each pre-processing step. The key is the SHA-256 of the
-    pickled (unfitted) step and everything it is fitted on (``X``, ``y``, fit parameters), so an entry is only
-    reused for identical training data: a grid search's candidates share the steps fitted on one inner
-    training fold (their pre-processing parameters are the same), and nothing crosses folds. The C pickler
-    makes the key: ``joblib.hash``'s pure-Python one spent 17 ms on a deep block's 1,280 column names, 13 %
-    of a BUSI outer fold (docs/benchmarks.md, section 6); equal bytes mean equal inputs, and inputs equal
-    but pickled otherwise only miss the cache.
+    :class:`~sklearn.pipeline.Pipeline` calls for each pre-processing step. The key is the
+    :func:`~mmdlr.digest.content_digest` of the (unfitted) step and everything it is fitted on (``X``, ``y``,
+    fit parameters), so an entry is only reused for identical training data: a grid search's candidates
+    share the steps fitted on one inner training fold (their pre-processing parameters are the same), and
+    nothing crosses folds.
 
     Copies and clones (``sklearn.base.clone`` deep-copies non-estimator parameters) share one store;
     :class:`PreprocessOnceSearchCV` empties it after every fit, so fitted models carry no cached data.
@@ -33,8 +31,7 @@ class FitCache:
         def cached(*args, **kwargs):
             bound = signature.bind(*args, **kwargs)
             inputs = {name: value for name, value in bound.arguments.items() if name not in ignore}
-            key = hashlib.sha256(pickle.dumps((func.__module__, func.__qualname__, inputs),
-                                              protocol=pickle.HIGHEST_PROTOCOL)).digest()
+            key = content_digest((func.__module__, func.__qualname__, inputs))
             if key not in self._store:
                 self._store[key] = func(*args, **kwargs)
             return self._store[key]

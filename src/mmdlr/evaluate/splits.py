@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -9,19 +10,47 @@ import pandas as pd
 from sklearn.model_selection import LeaveOneGroupOut, StratifiedGroupKFold, StratifiedKFold
 from sklearn.utils.metadata_routing import MetadataRequest
 
+from mmdlr.digest import content_digest
+
 
 class OneClassFoldError(ValueError):
     """A training fold holds only one class, so no classifier can be fitted on it."""
 
 
+CACHED_SPLITS = 64
+_SPLITS: OrderedDict[bytes, list[tuple[np.ndarray, np.ndarray]]] = OrderedDict()
+
+
+def _read_only(indices: np.ndarray) -> np.ndarray:
+    indices.flags.writeable = False
+    return indices
+
+
 @dataclass(frozen=True)
 class StratifiedFoldsWithGroups:
-    """Stratified K-fold that becomes stratified *grouped* K-fold when ``groups`` is passed to ``split``."""
+    """Stratified K-fold that becomes stratified *grouped* K-fold when ``groups`` is passed to ``split``.
+
+    The splits depend only on ``y``, ``groups`` and the settings, and one fold's analysis asks for the same ones
+    many times (every search, its out-of-fold probabilities, every row on the same patients): the last
+    ``CACHED_SPLITS`` results are kept in the process, as read-only index arrays. ``StratifiedGroupKFold``
+    walks its groups in Python, 0.4 s for 2,160 patients: 30 % of a 3,000-patient outer fold before.
+    """
 
     n_splits: int = 3
     random_state: int = 0
 
     def split(self, X, y, groups=None):
+        key = content_digest((self.n_splits, self.random_state, np.asarray(y),
+                              None if groups is None else np.asarray(groups)))
+        if key in _SPLITS:
+            _SPLITS.move_to_end(key)
+        else:
+            _SPLITS[key] = [tuple(_read_only(indices) for indices in split) for split in self._split(X, y, groups)]
+            if len(_SPLITS) > CACHED_SPLITS:
+                _SPLITS.popitem(last=False)
+        return iter(_SPLITS[key])
+
+    def _split(self, X, y, groups):
         if groups is None:
             return StratifiedKFold(self.n_splits, shuffle=True, random_state=self.random_state).split(X, y)
         return StratifiedGroupKFold(self.n_splits, shuffle=True, random_state=self.random_state).split(X, y, groups)
