@@ -239,6 +239,7 @@ def test_inner_folds_are_scikit_learns_kept_read_only_and_made_once_per_labels_a
             np.testing.assert_array_equal(train, want_train)
             np.testing.assert_array_equal(test, want_test)
             assert not train.flags.writeable and not test.flags.writeable
+    list(folds.split(np.zeros(90), y.astype(float), groups))  # the same classes (LASSO's y is float)
     assert len(made) == 1
     list(StratifiedFoldsWithGroups(3, 8).split(np.zeros(90), y, groups))  # another seed,
     list(folds.split(np.zeros(90), 1 - y, groups))  # other labels
