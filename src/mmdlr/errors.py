@@ -73,3 +73,18 @@ def find_cause(error: BaseException, kinds: type | tuple[type, ...]) -> BaseExce
 def find_case_error(error: BaseException) -> CaseError | None:
     """The CaseError behind an exception, or None."""
     return find_cause(error, CaseError)
+
+
+def case_problem(error: BaseException, case: dict) -> CaseError | None:
+    """What ``error`` says is wrong with one case (a manifest row's ``image`` and ``mask`` files): the CaseError
+    behind it, or the OSError of opening one of the case's files (a name too long, no permission) as a
+    CaseError naming the patient; None for anything else, such as an output folder that cannot be written.
+    (MONAI wraps an OSError in a RuntimeError, and a worker process hands back that RuntimeError alone.)"""
+    found = find_case_error(error)
+    if found is not None:
+        return found
+    cause = find_cause(error, OSError)
+    inputs = [str(path) for path in (case["image"], *case["mask"])]
+    if cause is None or not any(str(cause.filename or "").startswith(path) for path in inputs):
+        return None
+    return CaseError(cause.strerror or str(cause), case["patient_id"], cause.filename)

@@ -132,6 +132,30 @@ def test_crop_cohort_reports_every_failure_and_writes_no_index(small_cohort, tmp
     assert not (tmp_path / "out" / "roi" / "roi_index.csv").exists()
 
 
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_crop_cohort_lists_every_file_the_system_cannot_open_as_its_patients_problem(small_cohort, tmp_path, n_jobs):
+    table = pd.read_csv(small_cohort, dtype=str, keep_default_na=False)
+    too_long = str(tmp_path / ("x" * 300 + ".png"))  # above every common file system's 255-byte name
+    with_us = table.index[table["us_image"] != ""][:2]
+    table.loc[with_us[0], "us_image"] = too_long
+    table.loc[with_us[1], "us_mask"] = too_long
+    manifest_path = small_cohort.parent / f"manifest_unopenable_{n_jobs}.csv"
+    table.to_csv(manifest_path, index=False)
+    with pytest.raises(CaseError) as error:
+        crop_cohort(read_manifest(manifest_path), tmp_path / "out", progress=False, n_jobs=n_jobs)
+    assert str(error.value).splitlines()[1:] == [
+        f"  us: patient {table.loc[row, 'patient_id']}, file {too_long}: File name too long" for row in with_us]
+
+
+def test_an_output_folder_that_cannot_be_written_is_not_blamed_on_a_patient(small_cohort, tmp_path):
+    out = tmp_path / "out"
+    (out / "roi").mkdir(parents=True)
+    (out / "roi" / "us").write_text("a file where the US folder belongs")
+    with pytest.raises(OSError) as error:
+        crop_cohort(read_manifest(small_cohort), out, progress=False)
+    assert not isinstance(error.value, CaseError)
+
+
 def test_non_finite_pixels_inside_the_roi_are_an_error_naming_patient_and_file():
     volume = np.ones((1, 4, 30, 30), np.float32)
     volume[0, 0, 0, 0] = np.nan  # outside the box and its margin: ignored

@@ -9,7 +9,7 @@ import joblib
 import numpy as np
 import pandas as pd
 
-from mmdlr.errors import CaseError, ManifestError, find_case_error, find_cause
+from mmdlr.errors import ManifestError, case_problem
 from mmdlr.io.dicom_masks import dicom_mask_kind
 from mmdlr.io.limits import max_decoded_mb, set_max_decoded_mb
 from mmdlr.io.loading import load_case_transforms
@@ -108,7 +108,7 @@ def _check_case(case: dict, label_value: int | None, mask_threshold: float | Non
         for transform in roi_transforms(RoiSettings(label_value=label_value, mask_threshold=mask_threshold)):
             data = transform(data)
     except Exception as error:
-        cause = find_case_error(error) or _unreadable_file(error, case)
+        cause = case_problem(error, case)
         if cause is None:
             raise
         return None, f"{case['modality']}: {cause}", []
@@ -120,8 +120,3 @@ def _check_case(case: dict, label_value: int | None, mask_threshold: float | Non
     return {"label": case["label"], "ndim": ndim, "center": case["center"]}, None, warnings
 
 
-def _unreadable_file(error: BaseException, case: dict) -> CaseError | None:
-    """The OSError behind ``error`` (a name too long, no permission) as the case's problem, or None. (MONAI
-    wraps it in a RuntimeError, and a worker process hands back that RuntimeError alone.)"""
-    cause = find_cause(error, OSError)
-    return None if cause is None else CaseError(cause.strerror or str(cause), case["patient_id"], cause.filename)

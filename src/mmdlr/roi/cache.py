@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from mmdlr.atomic import atomic_path, remove_temporaries, write_csv
-from mmdlr.errors import CaseError, find_case_error
+from mmdlr.errors import CaseError, case_problem
 from mmdlr.io.dicom_masks import split_mask_path
 from mmdlr.io.limits import max_decoded_mb, set_max_decoded_mb
 from mmdlr.io.loading import load_case_transforms
@@ -161,7 +161,7 @@ def _crop_or_failure(case: dict, roi_root: Path, settings: RoiSettings, code: st
     try:
         return crop_case(case, roi_root, settings, code), None
     except Exception as error:
-        cause = find_case_error(error)
+        cause = case_problem(error, case)
         if cause is None:
             raise
         return None, f"{case['modality']}: {cause}"
