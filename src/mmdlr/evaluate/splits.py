@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ class OneClassFoldError(ValueError):
 
 CACHED_SPLITS = 64
 _SPLITS: OrderedDict[bytes, list[tuple[np.ndarray, np.ndarray]]] = OrderedDict()
+_SPLITS_LOCK = threading.Lock()
 
 
 def _read_only(indices: np.ndarray) -> np.ndarray:
@@ -44,13 +46,17 @@ class StratifiedFoldsWithGroups:
         classes = np.unique(np.asarray(y), return_inverse=True)[1]  # the splits see only these: 0/1 as int or float
         key = content_digest((self.n_splits, self.random_state, classes.astype(np.int64),
                               None if groups is None else np.asarray(groups)))
-        if key in _SPLITS:
-            _SPLITS.move_to_end(key)
-        else:
-            _SPLITS[key] = [tuple(_read_only(indices) for indices in split) for split in self._split(X, y, groups)]
-            if len(_SPLITS) > CACHED_SPLITS:
-                _SPLITS.popitem(last=False)
-        return iter(_SPLITS[key])
+        with _SPLITS_LOCK:  # the threading backend's tasks share it
+            splits = _SPLITS.get(key)
+            if splits is not None:
+                _SPLITS.move_to_end(key)
+        if splits is None:
+            splits = [tuple(_read_only(indices) for indices in split) for split in self._split(X, y, groups)]
+            with _SPLITS_LOCK:
+                _SPLITS[key] = splits
+                while len(_SPLITS) > CACHED_SPLITS:
+                    _SPLITS.popitem(last=False)
+        return iter(splits)
 
     def _split(self, X, y, groups):
         if groups is None:
