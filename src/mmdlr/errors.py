@@ -46,6 +46,15 @@ class WeightsError(UserError, RuntimeError):
         super().__init__(message)
 
 
+class WorkerKilledError(UserError, RuntimeError):
+    """The system ended a worker process (out of memory, or a crash in a library) while it worked on one of
+    ``suspects``."""
+
+    def __init__(self, message: str, suspects: list[str]):
+        self.suspects = list(suspects)
+        super().__init__(message)
+
+
 class PreflightError(UserError, ValueError):
     """What a run needs that is missing, found before any stage ran; ``problems`` lists every one."""
 

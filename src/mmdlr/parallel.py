@@ -15,18 +15,21 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 
-from joblib import Parallel, parallel_config, register_parallel_backend
+from joblib import Parallel, effective_n_jobs, parallel_config, register_parallel_backend
 from joblib._parallel_backends import LokyBackend
+from joblib.externals.loky.process_executor import TerminatedWorkerError
 
+from mmdlr.errors import WorkerKilledError
 from mmdlr.terminal import track
 
 
@@ -138,17 +141,32 @@ def exit_with_parent(parent_pid: int, interval: float = 0.5) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def ordered_results(jobs: list, description: str, unit: str, progress: bool = True) -> list:
+def ordered_results(jobs: list, description: str, unit: str, progress: bool = True,
+                    names: Sequence[str] | None = None) -> list:
     """The results of joblib ``jobs`` (``joblib.delayed`` calls) under the active ``parallel_config``, in order,
     counted as they come. Interrupted or failing, it stops the workers before it returns: joblib would let
-    the queued tasks run on until its generator is collected, writing files after the caller cleaned up."""
-    outputs = Parallel(return_as="generator")(jobs)
+    the queued tasks run on until its generator is collected, writing files after the caller cleaned up.
+
+    A worker the system ends (out of memory, a crash in a library) raises :class:`WorkerKilledError` naming
+    the jobs that may have been running (``names``, one per job, e.g. ``us: patient P0012``): those after the
+    last result, up to the number joblib hands out ahead (``pre_dispatch``, 2 per worker).
+    """
+    outputs, results = Parallel(return_as="generator")(jobs), []
     try:
-        return list(track(outputs, len(jobs), description, unit, progress))
-    except BaseException:
-        with warnings.catch_warnings(action="ignore"):  # joblib's note that it cancelled the tasks
-            outputs.close()
-        raise
+        results.extend(track(outputs, len(jobs), description, unit, progress))
+        return results
+    except TerminatedWorkerError as error:
+        ahead = 2 * effective_n_jobs()  # joblib's default pre_dispatch, "2 * n_jobs"
+        suspects = list((names or [f"{unit} {index + 1}" for index in range(len(jobs))])[len(results):][:ahead])
+        codes = re.search(r"exit codes of the workers are (\{[^}]*\})", str(error))
+        raise WorkerKilledError(
+            f"{description}: the system ended a worker process (exit {codes[1] if codes else 'unknown'}; SIGKILL "
+            f"is usually memory running out) while it worked on one of: {', '.join(suspects)}; check those files, "
+            "or use fewer processes (parallel.n_jobs, --n-jobs) or a lower io.max_decoded_mb", suspects) from error
+    finally:
+        if len(results) < len(jobs):  # interrupted or failing
+            with warnings.catch_warnings(action="ignore"):  # joblib's note that it cancelled the tasks
+                outputs.close()
 
 
 def workers_exit_with_parent() -> None:

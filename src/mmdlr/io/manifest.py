@@ -197,6 +197,11 @@ class Manifest:
         return cases
 
 
+def case_label(case: dict) -> str:
+    """How messages name one case (a :meth:`Manifest.cases` dict, or a row of the ROI index): ``us: patient P0012``."""
+    return f"{case['modality']}: patient {case['patient_id']}"
+
+
 def read_manifest(path: str | os.PathLike) -> Manifest:
     """Parse a manifest and raise ManifestError listing every structural problem."""
     manifest = Manifest.from_csv(path)

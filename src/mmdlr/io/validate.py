@@ -13,7 +13,7 @@ from mmdlr.errors import ManifestError, case_problem
 from mmdlr.io.dicom_masks import dicom_mask_kind
 from mmdlr.io.limits import max_decoded_mb, set_max_decoded_mb
 from mmdlr.io.loading import load_case_transforms
-from mmdlr.io.manifest import LABEL_NAMES, Manifest
+from mmdlr.io.manifest import LABEL_NAMES, Manifest, case_label
 from mmdlr.io.readers import read_image
 from mmdlr.parallel import ordered_results
 from mmdlr.roi.cache import RoiSettings, roi_transforms
@@ -73,7 +73,7 @@ def validate_manifest(path: str | os.PathLike, label_value: int | None = None, p
              if case["label"] is not None]
     jobs = [joblib.delayed(_check_case)(case, label_value, mask_threshold, max_decoded_mb()) for case in cases]
     with joblib.parallel_config(backend="loky", n_jobs=n_jobs):
-        results = ordered_results(jobs, "validate", "image", progress)
+        results = ordered_results(jobs, "validate", "image", progress, [case_label(case) for case in cases])
     loaded: dict[str, list[dict]] = {m: [] for m in manifest.modalities}
     for case, (item, problem, case_warnings) in zip(cases, results):
         if problem:

@@ -19,6 +19,7 @@ import pandas as pd
 
 from mmdlr.atomic import write_csv, write_text
 from mmdlr.errors import CaseError
+from mmdlr.io.manifest import case_label
 from mmdlr.parallel import ordered_results
 from mmdlr.paths import CONFIG_DIR
 from mmdlr.pipeline.stages import code_version
@@ -95,8 +96,9 @@ def extract_cohort(roi_index: pd.DataFrame, out_dir: str | os.PathLike, dimensio
     code = code_version()
     jobs = [joblib.delayed(_extract_row)(row, params["3d" if use_volume else "2d"], use_volume, code, region)
             for row in rows for use_volume in [dimension == "3d" and int(row["ndim"]) == 3] for region in regions]
+    names = [case_label(row) for row in rows for _ in regions]
     with joblib.parallel_config(backend=backend, n_jobs=n_jobs):
-        results = ordered_results(jobs, "radiomics", "roi", progress)
+        results = ordered_results(jobs, "radiomics", "roi", progress, names)
     failures = [f"{r['modality']}: patient {r['patient_id']}, file {r['file']}: {r['error']}"
                 for r in results if "error" in r]
     if failures:

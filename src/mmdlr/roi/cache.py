@@ -22,7 +22,7 @@ from mmdlr.errors import CaseError, case_problem
 from mmdlr.io.dicom_masks import split_mask_path
 from mmdlr.io.limits import max_decoded_mb, set_max_decoded_mb
 from mmdlr.io.loading import load_case_transforms
-from mmdlr.io.manifest import Manifest
+from mmdlr.io.manifest import Manifest, case_label
 from mmdlr.io.writers import write_nifti
 from mmdlr.parallel import ordered_results
 from mmdlr.pipeline.stages import code_version
@@ -140,7 +140,7 @@ def crop_cohort(manifest: Manifest, out_dir: str | os.PathLike, settings: RoiSet
     jobs = [joblib.delayed(_crop_or_failure)(case, roi_root, settings, code, max_decoded_mb()) for case in cases]
     try:
         with joblib.parallel_config(backend="loky", n_jobs=n_jobs):
-            results = ordered_results(jobs, "crop ROIs", "roi", progress)
+            results = ordered_results(jobs, "crop ROIs", "roi", progress, [case_label(case) for case in cases])
     except BaseException:  # Ctrl-C, SIGTERM or an error: joblib kills the workers, some of them mid-write
         for modality in manifest.modalities:
             remove_temporaries(roi_root / modality)
