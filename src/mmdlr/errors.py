@@ -7,7 +7,9 @@ built-in type it is, so ``except ValueError`` keeps catching a :class:`CaseError
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -93,7 +95,8 @@ def case_problem(error: BaseException, case: dict) -> CaseError | None:
     if found is not None:
         return found
     cause = find_cause(error, OSError)
-    inputs = [str(path) for path in (case["image"], *case["mask"])]
-    if cause is None or not any(str(cause.filename or "").startswith(path) for path in inputs):
+    if cause is None or not isinstance(cause.filename, str | os.PathLike):
         return None
+    if not any(Path(cause.filename).is_relative_to(path) for path in (case["image"], *case["mask"])):
+        return None  # not one of the case's files (or a file of its DICOM folder)
     return CaseError(cause.strerror or str(cause), case["patient_id"], cause.filename)

@@ -19,6 +19,7 @@ from mmdlr.analysis.summary import holdout_row, markdown_table, nested_row, resu
 from mmdlr.evaluate import (
     PROBABILITY_CLIP,
     OneClassFoldError,
+    StratifiedFoldsWithGroups,
     auc_ci,
     binary_metrics,
     corrected_t_ci,
@@ -27,7 +28,6 @@ from mmdlr.evaluate import (
     holdout_fold,
     logistic_calibration,
     proportion_counts,
-    StratifiedFoldsWithGroups,
     repeated_folds,
     require_both_classes,
     sensitivity,

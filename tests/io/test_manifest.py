@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 from PIL import Image
 
-from mmdlr.errors import ManifestError
+from mmdlr.errors import ManifestError, case_problem
 from mmdlr.io.limits import ENVIRONMENT_KEY
 from mmdlr.io.manifest import parse_label, read_manifest
 from mmdlr.io.validate import validate_manifest
@@ -103,6 +103,18 @@ def test_a_file_the_system_cannot_open_is_its_patients_problem_in_any_number_of_
     for n_jobs in (1, 2):
         problems = validate_manifest(folder / "manifest.csv", progress=False, n_jobs=n_jobs).problems
         assert problems == [f"us: patient P{i}, file {folder / too_long}: File name too long" for i in (4, 5)]
+
+
+def test_only_an_os_error_on_the_cases_own_files_or_dicom_folder_is_the_patients_problem(tmp_path):
+    case = {"patient_id": "P1", "image": str(tmp_path / "P1"), "mask": [str(tmp_path / "P1_mask.nii.gz")]}
+    inside = OSError(13, "Permission denied", str(tmp_path / "P1" / "slice1.dcm"))  # a file of its DICOM folder
+    assert case_problem(RuntimeError("no file"), case) is None
+    wrapped = RuntimeError("applying transform")
+    wrapped.__cause__ = inside
+    assert str(case_problem(wrapped, case)) == f"patient P1, file {tmp_path / 'P1' / 'slice1.dcm'}: Permission denied"
+    for elsewhere in (tmp_path / "P10.png", tmp_path / "out" / "roi" / "us"):  # a name it prefixes; an output
+        assert case_problem(OSError(28, "No space left on device", str(elsewhere)), case) is None
+    assert case_problem(OSError(5, "Input/output error"), case) is None  # no file named
 
 
 def test_split_and_group_checks(folder):
