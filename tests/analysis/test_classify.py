@@ -77,6 +77,60 @@ def test_one_predict_proba_gives_the_scores_of_scikit_learns_auc_and_accuracy_sc
                                    reference.cv_results_[f"mean_test_{metric}"], rtol=0, atol=1e-12)
 
 
+def _scored(search, final=True) -> dict[int, float]:
+    """{grid index: mean inner-CV AUC} of the search's final (or screening) scorings."""
+    results = search.cv_results_
+    return {candidate: auc for candidate, auc, is_final in
+            zip(results["candidate"], results["mean_test_auc"], results["final"]) if bool(is_final) == final}
+
+
+def test_screening_scores_the_chosen_candidate_as_the_full_grid_does(frame):
+    """Screened ensembles within the margin are scored again in full, an SVM uncalibrated: the final scores are the
+    full grid's (the SVM's AUC too: Platt's sigmoid is monotone), and the choice is the same."""
+    X, y = frame
+    steps = radiomics_steps([f"a__f{j}" for j in range(6)] + ["b__f0", "b__f1"])
+    grids = {"svm": {"estimator__C": [0.1, 1.0]}, "rf": {"max_depth": [None, 3]}, "xgboost": {}, "lr": {}}
+    full = model_search(steps, grids, inner_folds=3, random_state=1).fit(X, y)
+    everything = model_search(steps, grids, inner_folds=3, random_state=1, screen_margin=1.0).fit(X, y)
+    screened = model_search(steps, grids, inner_folds=3, random_state=1, screen_margin=0.0).fit(X, y)
+    reference = _scored(full)
+    assert len(reference) == 6 and _scored(everything).keys() == reference.keys()
+    for search in (everything, screened):
+        for key, auc in _scored(search).items():
+            assert auc == pytest.approx(reference[key], abs=1e-12), key
+    for search in (everything, screened):
+        assert search.cv_results_["candidate"][search.best_index_] == full.best_index_
+    # margin 0: only the ensembles whose screening score is the best of the first round are scored in full
+    first_round = screened.cv_results_["mean_test_auc"][:6]
+    ensembles = ~np.asarray(screened.cv_results_["final"][:6])
+    assert ensembles.sum() == 3 and len(_scored(screened)) == 3 + (first_round[ensembles] >= first_round.max()).sum()
+    trees = everything.cv_results_["param_clf__n_estimators"]  # screened with a quarter of their 200 trees
+    assert set(trees.compressed()) == {50} and trees.count() == 3 and len(trees) == 9
+
+
+def test_screened_svm_is_refitted_with_platt_scaling(frame):
+    X, y = frame
+    search = model_search(radiomics_steps(["a__f0", "a__f1"]), {"svm": {"estimator__C": [1.0]}},
+                          screen_margin=0.01).fit(X, y)
+    clf = search.best_estimator_.named_steps["clf"]
+    assert search.cv_results_["params"][0]["clf__calibrate"] is False and search.cv_results_["screened"][0]
+    assert clf.calibrate and "clf__calibrate" not in search.best_params_
+    unscreened = model_search(radiomics_steps(["a__f0", "a__f1"]), {"svm": {"estimator__C": [1.0]}}).fit(X, y)
+    np.testing.assert_array_equal(search.predict_proba(X), unscreened.predict_proba(X))
+
+
+def test_platt_scaled_svc_uncalibrated_and_from_an_older_file(frame):
+    X, y = frame
+    calibrated = PlattScaledSVC(SVC()).fit(X, y)
+    plain = PlattScaledSVC(SVC(), calibrate=False).fit(X, y)
+    assert not hasattr(plain, "predict_proba") and hasattr(calibrated, "predict_proba")
+    np.testing.assert_allclose(plain.decision_function(X), calibrated.decision_function(X))
+    np.testing.assert_array_equal(plain.predict(X), SVC().fit(X, y).predict(X))
+    older = PlattScaledSVC.__new__(PlattScaledSVC)  # a model file saved before `calibrate` existed
+    older.__setstate__({key: value for key, value in calibrated.__getstate__().items() if key != "calibrate"})
+    assert older.get_params()["calibrate"] and np.array_equal(older.predict_proba(X), calibrated.predict_proba(X))
+
+
 def test_radiomics_pipeline_sees_only_its_columns_and_selects(frame):
     X, y = frame
     search = model_search(radiomics_steps([f"a__f{j}" for j in range(6)], p_threshold=0.01), {"lr": {}}).fit(X, y)

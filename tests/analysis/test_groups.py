@@ -94,6 +94,14 @@ def test_platt_scaling_folds_keep_groups_together():
     assert not all(set(groups[train]).isdisjoint(groups[test]) for train, test in ungrouped)
 
 
+def test_screened_svm_is_calibrated_on_grouped_folds_when_chosen():
+    X, y, groups = duplicated_noise()
+    search = model_search(deep_steps({"a": list(X.columns)}, 4), {"svm": {}}, screen_margin=0.01)
+    svm = search.fit(X, y, groups=groups).best_estimator_.named_steps["clf"]
+    assert search.cv_results_["screened"][search.best_index_] and svm.calibrate
+    assert all(set(groups[train]).isdisjoint(groups[test]) for train, test in svm.calibrated_.cv)
+
+
 def test_search_inner_cv_with_groups_is_not_fooled_by_twins():
     X, y, groups = duplicated_noise()
     grid = {"knn": {"n_neighbors": [1]}}
@@ -137,11 +145,11 @@ def _grouped_tables(directory, n_groups: int, split: bool, seed: int):
     return directory
 
 
-# LASSO (radiomics), Platt scaling (svm), stacking's out-of-fold probabilities and meta-learner search;
-# threads, so that the spy sees every fit
+# LASSO (radiomics), Platt scaling (svm: every candidate calibrated, no screening), stacking's out-of-fold
+# probabilities and meta-learner search; threads, so that the spy sees every fit
 RUNNER_GRID = {"classifiers": {"lr": {"C": [1.0]}, "svm": {"estimator__C": [1.0]}}, "families": ["radiomics"],
                "fusion": {"ensemble": False}, "bootstrap": {"n": 100}, "save_models": False,
-               "parallel": {"backend": "threading", "n_jobs": 2}}
+               "search": {"screen_margin": None}, "parallel": {"backend": "threading", "n_jobs": 2}}
 
 
 @pytest.mark.parametrize("protocol", ["holdout", "nested_cv"])

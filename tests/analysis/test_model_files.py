@@ -7,6 +7,8 @@ import io
 import json
 import pickle
 import shutil
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -260,3 +262,10 @@ def test_predict_extracts_the_peritumoral_ring_as_the_run_did(run_cohort, tmp_pa
         expected = before[(before["family"] == entry.family) & (before["method"] == entry.method)]
         served = predicted.loc["_".join(Path(entry.path).with_suffix("").parts)]
         np.testing.assert_allclose(served.loc[expected["patient_id"]], expected["probability"], atol=1e-12)
+
+
+def test_the_analysis_grid_imports_skops_only_to_read_or_write_a_file():
+    """Importing skops walks all of scikit-learn (3 CPU s): the grid's worker processes, which only fit, skip it."""
+    script = "import sys, mmdlr.analysis, mmdlr.analysis.fold; print('skops' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"

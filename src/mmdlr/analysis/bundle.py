@@ -1,5 +1,9 @@
 """A fitted row model saved with everything needed to serve it, as a skops file: data that loads without
-running code (no pickle), and only when it holds nothing but the types mmdlr's models are made of."""
+running code (no pickle), and only when it holds nothing but the types mmdlr's models are made of.
+
+skops is imported when a file is written or read, not with this module: importing it walks every scikit-learn
+module (3 CPU s), which each worker process of the analysis grid would otherwise pay without saving anything.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +17,6 @@ from zipfile import ZIP_DEFLATED, ZipFile
 
 import numpy as np
 import pandas as pd
-import skops
-import skops.io as sio
-from skops.io._utils import SaveContext, get_state
-from skops.io.exceptions import UntrustedTypesFoundException
 
 from mmdlr.analysis.features import Block, assemble_features
 from mmdlr.atomic import atomic_path
@@ -238,6 +238,9 @@ def _skops_bytes(obj) -> bytes:
     models (21 files of a 3-modality run: 46.6 -> 18.1 CPU s). The file is the same to ``skops.io.load``. This is
     ``skops.io._persist._save`` of skops 0.16, pinned below 0.17 in pyproject.toml; the round-trip tests read
     every classifier's file back."""
+    import skops
+    from skops.io._utils import SaveContext, get_state
+
     buffer = io.BytesIO()
     with ZipFile(buffer, "w", compression=ZIP_DEFLATED) as zip_file:  # the JSON tree shrinks ~15x
         context = SaveContext(zip_file=zip_file)
@@ -252,6 +255,8 @@ def _skops_bytes(obj) -> bytes:
 def save_bundle(bundle: ModelBundle, path: str | Path) -> Path:
     """Write the bundle as a compressed skops file (atomically). A model holding a type :func:`load_bundle`
     would refuse is not written."""
+    import skops.io as sio
+
     undo = []
     model = _replaced(bundle.model, _to_storable, undo, set())
     try:
@@ -271,6 +276,9 @@ def save_bundle(bundle: ModelBundle, path: str | Path) -> Path:
 def load_bundle(path: str | Path) -> ModelBundle:
     """Read a bundle written by :func:`save_bundle`; nothing in the file runs. A file that is no skops file,
     or holds any type outside :data:`TRUSTED_TYPES` / :data:`TRUSTED_PREFIXES`, is refused (ModelFileError)."""
+    import skops.io as sio
+    from skops.io.exceptions import UntrustedTypesFoundException
+
     path = Path(path)
     if path.suffix == ".joblib":
         raise ModelFileError(f"{path} is a joblib pickle of an older mmdlr, which is no longer loaded (pickle can "
@@ -294,6 +302,8 @@ def load_bundle(path: str | Path) -> ModelBundle:
 
 def _load_reviewed(path: Path) -> object:
     """Load ``path`` after listing its untrusted types and refusing any that :func:`_foreign` names."""
+    import skops.io as sio
+
     try:
         found = sio.get_untrusted_types(file=path)
     except Exception as error:

@@ -49,9 +49,7 @@ class SelectConfig:
 
     def __post_init__(self):
         _require(0 < self.mannwhitney_p <= 1, "select.mannwhitney_p must be in (0, 1]")
-        _require(self.icc_threshold is None or (isinstance(self.icc_threshold, (int, float))
-                                                and not isinstance(self.icc_threshold, bool)
-                                                and -1 <= self.icc_threshold <= 1),
+        _require(self.icc_threshold is None or (_is_number(self.icc_threshold) and -1 <= self.icc_threshold <= 1),
                  f"select.icc_threshold must be null or an ICC in [-1, 1] (e.g. 0.75), got {self.icc_threshold!r}")
         _require(0 < self.spearman_rho <= 1, "select.spearman_rho must be in (0, 1]")
         _require(self.lasso_alphas >= 1 and self.fallback_k >= 1,
@@ -75,6 +73,22 @@ class PCAConfig:
 
 
 @dataclass
+class SearchConfig:
+    """Inner-CV model choice: tree ensembles are screened with ``screen_share`` of their trees and scored in full
+    only within ``screen_margin`` (AUC) of the best screening score; SVMs are scored uncalibrated (same AUC).
+    ``screen_margin: null`` scores every candidate in full (:class:`~mmdlr.classify.search.PreprocessOnceSearchCV`)."""
+
+    screen_margin: float | None = 0.01
+    screen_share: float = 0.25
+
+    def __post_init__(self):
+        _require(self.screen_margin is None or (_is_number(self.screen_margin) and 0 <= self.screen_margin <= 1),
+                 f"search.screen_margin must be null or an AUC difference in [0, 1], got {self.screen_margin!r}")
+        _require(_is_number(self.screen_share) and 0 < self.screen_share <= 1,
+                 f"search.screen_share must be in (0, 1], got {self.screen_share!r}")
+
+
+@dataclass
 class FusionConfig:
     early: bool = True
     ensemble: bool = True
@@ -86,8 +100,7 @@ class FusionConfig:
     def __post_init__(self):
         _require(self.missing in ("complete", "impute"),
                  f"fusion.missing must be 'complete' or 'impute', got {self.missing!r}")
-        _require(isinstance(self.temperature, (int, float)) and not isinstance(self.temperature, bool)
-                 and self.temperature > 0, f"fusion.temperature must be a number > 0, got {self.temperature!r}")
+        _require(_is_number(self.temperature) and self.temperature > 0, f"fusion.temperature must be a number > 0, got {self.temperature!r}")
 
 
 @dataclass
@@ -137,6 +150,7 @@ class AnalysisConfig:
     select: SelectConfig = field(default_factory=SelectConfig)
     pca: PCAConfig = field(default_factory=PCAConfig)
     classifiers: dict[str, dict[str, list]] = field(default_factory=lambda: dict(DEFAULT_GRIDS))
+    search: SearchConfig = field(default_factory=SearchConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     threshold: float | str = 0.5
     comparisons: list[list[str]] = field(default_factory=list)
@@ -169,6 +183,10 @@ class AnalysisConfig:
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _comparisons(comparisons) -> list[list[str]]:

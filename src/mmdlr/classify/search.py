@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 from sklearn import config_context
+from sklearn.base import clone
 from sklearn.metrics import accuracy_score, roc_auc_score
-from sklearn.model_selection import GridSearchCV
+from sklearn.model_selection import GridSearchCV, ParameterGrid
 from sklearn.pipeline import Pipeline
 
 from mmdlr.classify.cache import FitCache
-from mmdlr.classify.zoo import DISPLAY_NAMES, classifier_key, make_classifier
+from mmdlr.classify.zoo import DISPLAY_NAMES, PlattScaledSVC, classifier_key, make_classifier
 from mmdlr.evaluate.splits import StratifiedFoldsWithGroups
 
 
@@ -32,7 +34,7 @@ class GroupsPipeline(Pipeline):
 
 
 class PreprocessOnceSearchCV(GridSearchCV):
-    """:class:`~sklearn.model_selection.GridSearchCV` over a ``GroupsPipeline(memory=FitCache())``.
+    """:class:`~sklearn.model_selection.GridSearchCV` over a ``GroupsPipeline(memory=FitCache())``, with screening.
 
     Every candidate has the same pre-processing parameters (only ``clf`` and its hyper-parameters vary),
     so the pre-processing steps are fitted once per inner training fold (and once for the refit) and
@@ -42,22 +44,94 @@ class PreprocessOnceSearchCV(GridSearchCV):
     ``fit`` runs with scikit-learn metadata routing enabled, so ``groups`` reach the inner split (the
     ``cv`` requests them) and every step that requests them: nothing of one group is ever on both sides
     of an inner split, the LASSO penalty's and the SVM's Platt-scaling folds included.
+
+    With ``screen_margin`` (an AUC difference) the search screens the costly candidates first, in the
+    manner of successive halving: a tree ensemble (a classifier with ``n_estimators``) is scored with
+    ``screen_share`` of its trees, and only those whose screening AUC comes within ``screen_margin`` of the best
+    screening AUC are scored again in full; an SVM is scored uncalibrated (same AUC, its accuracy that of its
+    ``predict``) and calibrated in the refit only. The best fully scored candidate is chosen. ``cv_results_``
+    holds every scoring, with ``screened`` (scored in its cheaper form), ``final`` (a candidate of the choice) and
+    ``candidate`` (its index in the grid). ``screen_margin=None`` scores every candidate in full.
     """
+
+    def __init__(self, estimator, param_grid, *, scoring=None, refit=True, cv=None, n_jobs=None,
+                 screen_margin: float | None = None, screen_share: float = 0.25):
+        super().__init__(estimator, param_grid, scoring=scoring, refit=refit, cv=cv, n_jobs=n_jobs)
+        self.screen_margin = screen_margin
+        self.screen_share = screen_share
 
     def fit(self, X, y=None, **params):
         try:
             with config_context(enable_metadata_routing=True):
-                return super().fit(X, y, **params)
+                super().fit(X, y, **params)
+                if self.cv_results_["screened"][self.best_index_]:
+                    self._refit_in_full(X, y, params)
+                return self
         finally:
             self.estimator.memory.clear()
 
+    def _run_search(self, evaluate_candidates):
+        candidates = list(ParameterGrid(self.param_grid))
+        if self.screen_margin is None:
+            evaluate_candidates(candidates, more_results=_marks(range(len(candidates)), False, True))
+            return
+        screening = [self._screening_form(params) for params in candidates]
+        ensembles = [index for index, params in enumerate(candidates) if "clf__n_estimators" in screening[index]]
+        results = evaluate_candidates(
+            [form or params for form, params in zip(screening, candidates)],
+            more_results={"candidate": list(range(len(candidates))), "screened": [bool(form) for form in screening],
+                          "final": [index not in ensembles for index in range(len(candidates))]})
+        scores = results["mean_test_auc"]
+        best = np.nanmax(scores) if np.isfinite(scores).any() else np.nan
+        survivors = [index for index in ensembles if scores[index] >= best - self.screen_margin]
+        if survivors:
+            evaluate_candidates([candidates[index] for index in survivors],
+                                more_results=_marks(survivors, False, True))
+
+    def _screening_form(self, params: dict) -> dict:
+        """The cheaper form a candidate is first scored in ({} when it has none)."""
+        classifier = params["clf"]
+        if isinstance(classifier, PlattScaledSVC):
+            return {**params, "clf__calibrate": False}
+        n_estimators = params.get("clf__n_estimators", classifier.get_params().get("n_estimators"))
+        if n_estimators is None:
+            return {}
+        return {**params, "clf__n_estimators": max(1, round(n_estimators * self.screen_share))}
+
+    @staticmethod
+    def _select_best_index(refit, refit_metric, results):
+        """The best fully scored candidate; ties go to the first in grid order, as in a plain grid search."""
+        final = np.flatnonzero(results["final"])
+        ranks = results[f"rank_test_{refit_metric}"][final]
+        tied = final[ranks == ranks.min()]
+        return int(tied[np.argmin(np.asarray(results["candidate"])[tied])])
+
+    def _refit_in_full(self, X, y, params) -> None:
+        """Refit the chosen candidate in its full form (a calibrated SVM) instead of the form it was scored in."""
+        start = time.perf_counter()
+        self.best_params_ = {key: value for key, value in self.best_params_.items() if key != "clf__calibrate"}
+        self.best_estimator_ = clone(self.estimator).set_params(**clone(self.best_params_, safe=False))
+        self.best_estimator_.fit(X, y, **params)
+        self.refit_time_ += time.perf_counter() - start
+
+
+def _marks(candidates, screened: bool, final: bool) -> dict[str, list]:
+    """``more_results`` of candidates (grid indices) scored in one form."""
+    candidates = list(candidates)
+    return {"candidate": candidates, "screened": [screened] * len(candidates), "final": [final] * len(candidates)}
+
 
 def auc_and_accuracy(estimator, X, y) -> dict[str, float]:
-    """A candidate's inner-CV scores from one ``predict_proba`` call: ROC AUC, and accuracy of the class with
-    the larger probability (what ``predict`` returns for each of the seven classifiers)."""
-    probabilities = estimator.predict_proba(X)
-    return {"auc": roc_auc_score(y, probabilities[:, 1]),
-            "accuracy": accuracy_score(y, estimator.classes_[np.argmax(probabilities, axis=1)])}
+    """A candidate's inner-CV scores from one prediction call: ROC AUC of ``predict_proba`` (of
+    ``decision_function`` for an uncalibrated SVM, which has none), and accuracy of the class with the larger
+    probability (what ``predict`` returns for each of the seven classifiers; an SVM's decision sign)."""
+    if hasattr(estimator, "predict_proba"):
+        probabilities = estimator.predict_proba(X)
+        scores, predicted = probabilities[:, 1], estimator.classes_[np.argmax(probabilities, axis=1)]
+    else:
+        scores = estimator.decision_function(X)
+        predicted = estimator.classes_[(scores > 0).astype(int)]
+    return {"auc": roc_auc_score(y, scores), "accuracy": accuracy_score(y, predicted)}
 
 
 def model_search(
@@ -65,6 +139,8 @@ def model_search(
     classifiers: Mapping[str, Mapping[str, list]],
     inner_folds: int = 3,
     random_state: int = 0,
+    screen_margin: float | None = None,
+    screen_share: float = 0.25,
 ) -> PreprocessOnceSearchCV:
     """Grid search over ``Pipeline(steps + [("clf", classifier)])`` for every classifier and its grid.
 
@@ -72,7 +148,8 @@ def model_search(
     accuracy of every candidate is recorded as well (``cv_results_["mean_test_accuracy"]``). Pass
     ``groups=`` to ``fit`` to keep patients of one group on one side of every inner split (the search's,
     and those inside the steps). The pre-processing ``steps`` are fitted once per inner fold and shared
-    by all candidates (:class:`PreprocessOnceSearchCV`).
+    by all candidates; ``screen_margin`` and ``screen_share`` screen the costly candidates first
+    (:class:`PreprocessOnceSearchCV`).
     """
     if not classifiers:
         raise ValueError("model_search needs at least one classifier")
@@ -84,6 +161,7 @@ def model_search(
     return PreprocessOnceSearchCV(
         pipeline, candidates, scoring=auc_and_accuracy, refit="auc",
         cv=StratifiedFoldsWithGroups(inner_folds, random_state=random_state), n_jobs=1,
+        screen_margin=screen_margin, screen_share=screen_share,
     )
 
 

@@ -9,6 +9,7 @@ from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.svm import SVC
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from xgboost import XGBClassifier
@@ -25,31 +26,53 @@ class PlattScaledSVC(ClassifierMixin, BaseEstimator):
     hands them by default) and passes the calibrator the folds of
     :class:`~mmdlr.evaluate.StratifiedFoldsWithGroups` (seeded by ``random_state``). Hyper-parameters
     are ``estimator__C``, ``estimator__gamma``, ...
+
+    ``calibrate=False`` fits the SVC alone (one fit instead of ``cv + 1``) and has no ``predict_proba``: a model
+    search scores such a candidate by its ``decision_function``, whose ROC AUC is the calibrated model's (the
+    sigmoid is monotone and the SVC is the one fitted on all the data either way).
     """
 
     __metadata_request__fit = {"groups": True}
 
-    def __init__(self, estimator=None, cv: int = 5, random_state: int = 0):
+    def __init__(self, estimator=None, cv: int = 5, random_state: int = 0, calibrate: bool = True):
         self.estimator = estimator
         self.cv = cv
         self.random_state = random_state
+        self.calibrate = calibrate
 
     def fit(self, X, y, groups=None):
         X, y = validate_data(self, X, y)
         check_classification_targets(y)
-        folds = StratifiedFoldsWithGroups(self.cv, self.random_state).split(X, y, groups)
         svc = SVC() if self.estimator is None else clone(self.estimator)
-        self.calibrated_ = CalibratedClassifierCV(svc, method="sigmoid", ensemble=False, cv=list(folds)).fit(X, y)
-        self.classes_ = self.calibrated_.classes_
+        if self.calibrate:
+            folds = StratifiedFoldsWithGroups(self.cv, self.random_state).split(X, y, groups)
+            self.calibrated_ = CalibratedClassifierCV(svc, method="sigmoid", ensemble=False, cv=list(folds)).fit(X, y)
+        else:
+            self.svc_ = svc.fit(X, y)
+        self.classes_ = self._fitted_svc().classes_
         return self
 
+    def _fitted_svc(self) -> SVC:
+        """The SVC fitted on all of ``fit``'s data (inside the calibrator when calibrated)."""
+        return self.calibrated_.calibrated_classifiers_[0].estimator if self.calibrate else self.svc_
+
+    @available_if(lambda self: self.calibrate)
     def predict_proba(self, X):
         check_is_fitted(self, "calibrated_")
         return self.calibrated_.predict_proba(validate_data(self, X, reset=False))
 
+    def decision_function(self, X):
+        check_is_fitted(self, "classes_")
+        return self._fitted_svc().decision_function(validate_data(self, X, reset=False))
+
     def predict(self, X):
-        check_is_fitted(self, "calibrated_")
-        return self.calibrated_.predict(validate_data(self, X, reset=False))
+        check_is_fitted(self, "classes_")
+        X = validate_data(self, X, reset=False)
+        return (self.calibrated_ if self.calibrate else self.svc_).predict(X)
+
+    def __setstate__(self, state):
+        """Model files saved before ``calibrate`` existed hold calibrated models."""
+        super().__setstate__({"calibrate": True, **state})
 
 
 _FACTORIES = {
