@@ -104,8 +104,8 @@ def test_screening_scores_the_chosen_candidate_as_the_full_grid_does(frame):
     first_round = screened.cv_results_["mean_test_auc"][:6]
     ensembles = ~np.asarray(screened.cv_results_["final"][:6])
     assert ensembles.sum() == 3 and len(_scored(screened)) == 3 + (first_round[ensembles] >= first_round.max()).sum()
-    trees = everything.cv_results_["param_clf__n_estimators"]  # screened with a quarter of their 200 trees
-    assert set(trees.compressed()) == {50} and trees.count() == 3 and len(trees) == 9
+    trees = everything.cv_results_["param_clf__n_estimators"]  # screened with an eighth of their 200 trees
+    assert set(trees.compressed()) == {25} and trees.count() == 3 and len(trees) == 9
 
 
 def test_screened_svm_is_refitted_with_platt_scaling(frame):

@@ -74,18 +74,22 @@ class PCAConfig:
 
 @dataclass
 class SearchConfig:
-    """Inner-CV model choice: tree ensembles are screened with ``screen_share`` of their trees and scored in full
-    only within ``screen_margin`` (AUC) of the best screening score; SVMs are scored uncalibrated (same AUC).
-    ``screen_margin: null`` scores every candidate in full (:class:`~mmdlr.classify.search.PreprocessOnceSearchCV`)."""
+    """Inner-CV model choice: tree ensembles are screened with ``screen_share`` of their trees and the
+    ``screen_keep`` best within ``screen_margin`` (AUC) of the best first-round score are scored in full; SVMs are
+    scored uncalibrated (same AUC). ``screen_margin: null`` scores every candidate in full
+    (:class:`~mmdlr.classify.search.PreprocessOnceSearchCV`)."""
 
-    screen_margin: float | None = 0.01
-    screen_share: float = 0.25
+    screen_margin: float | None = 0.02
+    screen_share: float = 0.125
+    screen_keep: int = 3
 
     def __post_init__(self):
         _require(self.screen_margin is None or (_is_number(self.screen_margin) and 0 <= self.screen_margin <= 1),
                  f"search.screen_margin must be null or an AUC difference in [0, 1], got {self.screen_margin!r}")
         _require(_is_number(self.screen_share) and 0 < self.screen_share <= 1,
                  f"search.screen_share must be in (0, 1], got {self.screen_share!r}")
+        _require(isinstance(self.screen_keep, int) and not isinstance(self.screen_keep, bool) and self.screen_keep >= 1,
+                 f"search.screen_keep must be an integer >= 1, got {self.screen_keep!r}")
 
 
 @dataclass

@@ -211,8 +211,7 @@ def _family_search(family: str, blocks: dict[str, list[str]], config: AnalysisCo
                              deep_steps({name: blocks[name] for name in of_family["deep"]}, config.pca.deep, seed,
                                         harmonizer),
                              config.pca.fused_radiomics, config.pca.fused_deep, seed)
-    return model_search(steps, config.classifiers, config.inner_folds, seed, config.search.screen_margin,
-                        config.search.screen_share)
+    return model_search(steps, config.classifiers, config.inner_folds, seed, **vars(config.search))
 
 
 def block_model(name: str, features: FeatureSet, config: AnalysisConfig):
@@ -231,7 +230,7 @@ def build_model(row: GridRow, features: FeatureSet, config: AnalysisConfig):
         return AccuracyWeightedEnsemble(bases, blocks, cv=config.inner_folds, random_state=config.seed,
                                         temperature=config.fusion.temperature)
     meta = model_search([("scale", StandardScaler())], config.classifiers, config.inner_folds, config.seed,
-                        config.search.screen_margin, config.search.screen_share)
+                        **vars(config.search))
     return StackingFusion(bases, blocks, meta_estimator=meta, cv=config.inner_folds, random_state=config.seed)
 
 

@@ -47,18 +47,19 @@ class PreprocessOnceSearchCV(GridSearchCV):
 
     With ``screen_margin`` (an AUC difference) the search screens the costly candidates first, in the
     manner of successive halving: a tree ensemble (a classifier with ``n_estimators``) is scored with
-    ``screen_share`` of its trees, and only those whose screening AUC comes within ``screen_margin`` of the best
-    screening AUC are scored again in full; an SVM is scored uncalibrated (same AUC, its accuracy that of its
-    ``predict``) and calibrated in the refit only. The best fully scored candidate is chosen. ``cv_results_``
+    ``screen_share`` of its trees, and the ``screen_keep`` best of those whose screening AUC comes within
+    ``screen_margin`` of the best first-round AUC (any candidate's) are scored again in full; an SVM is scored
+    uncalibrated (same AUC, its accuracy that of its ``predict``) and calibrated in the refit only. The best fully scored candidate is chosen. ``cv_results_``
     holds every scoring, with ``screened`` (scored in its cheaper form), ``final`` (a candidate of the choice) and
     ``candidate`` (its index in the grid). ``screen_margin=None`` scores every candidate in full.
     """
 
     def __init__(self, estimator, param_grid, *, scoring=None, refit=True, cv=None, n_jobs=None,
-                 screen_margin: float | None = None, screen_share: float = 0.25):
+                 screen_margin: float | None = None, screen_share: float = 0.125, screen_keep: int = 3):
         super().__init__(estimator, param_grid, scoring=scoring, refit=refit, cv=cv, n_jobs=n_jobs)
         self.screen_margin = screen_margin
         self.screen_share = screen_share
+        self.screen_keep = screen_keep
 
     def fit(self, X, y=None, **params):
         try:
@@ -83,7 +84,9 @@ class PreprocessOnceSearchCV(GridSearchCV):
                           "final": [index not in ensembles for index in range(len(candidates))]})
         scores = results["mean_test_auc"]
         best = np.nanmax(scores) if np.isfinite(scores).any() else np.nan
-        survivors = [index for index in ensembles if scores[index] >= best - self.screen_margin]
+        within = sorted((index for index in ensembles if scores[index] >= best - self.screen_margin),
+                        key=lambda index: -scores[index])  # a stable sort: ties in grid order
+        survivors = sorted(within[:self.screen_keep])
         if survivors:
             evaluate_candidates([candidates[index] for index in survivors],
                                 more_results=_marks(survivors, False, True))
@@ -140,7 +143,8 @@ def model_search(
     inner_folds: int = 3,
     random_state: int = 0,
     screen_margin: float | None = None,
-    screen_share: float = 0.25,
+    screen_share: float = 0.125,
+    screen_keep: int = 3,
 ) -> PreprocessOnceSearchCV:
     """Grid search over ``Pipeline(steps + [("clf", classifier)])`` for every classifier and its grid.
 
@@ -148,8 +152,8 @@ def model_search(
     accuracy of every candidate is recorded as well (``cv_results_["mean_test_accuracy"]``). Pass
     ``groups=`` to ``fit`` to keep patients of one group on one side of every inner split (the search's,
     and those inside the steps). The pre-processing ``steps`` are fitted once per inner fold and shared
-    by all candidates; ``screen_margin`` and ``screen_share`` screen the costly candidates first
-    (:class:`PreprocessOnceSearchCV`).
+    by all candidates; ``screen_margin``, ``screen_share`` and ``screen_keep`` screen the costly candidates
+    first (:class:`PreprocessOnceSearchCV`).
     """
     if not classifiers:
         raise ValueError("model_search needs at least one classifier")
@@ -161,7 +165,7 @@ def model_search(
     return PreprocessOnceSearchCV(
         pipeline, candidates, scoring=auc_and_accuracy, refit="auc",
         cv=StratifiedFoldsWithGroups(inner_folds, random_state=random_state), n_jobs=1,
-        screen_margin=screen_margin, screen_share=screen_share,
+        screen_margin=screen_margin, screen_share=screen_share, screen_keep=screen_keep,
     )
 
 
