@@ -13,7 +13,8 @@ from sklearn.preprocessing import StandardScaler
 
 from mmdlr.classify import model_search
 from mmdlr.evaluate import StratifiedFoldsWithGroups
-from mmdlr.fuse import AccuracyWeightedEnsemble, StackingFusion, block_presence, fit_base, fusion_subsets
+from mmdlr.fuse import (AccuracyWeightedEnsemble, StackingFusion, block_presence, fit_base, fusion_subsets,
+                        out_of_fold_probabilities)
 
 BLOCKS = {"us": ["us__a", "us__b"], "mr": ["mr__a", "mr__b"], "mg": ["mg__a", "mg__b"]}
 
@@ -163,6 +164,30 @@ def test_a_searchs_out_of_fold_probabilities_are_its_choices_inner_cv_prediction
         assert roc_auc_score(y[test], base.out_of_fold[test]) == pytest.approx(
             fitted.cv_results_[f"split{k}_test_auc"][fitted.best_index_])
     assert fitted.estimator.memory._store == {}  # the fit cache is empty once the fit returns
+
+
+@pytest.mark.parametrize("grid, screen_margin", [({"lr": {"C": [0.01, 1.0]}, "rf": {"max_depth": [None, 2]}}, None),
+                                                  ({"xgboost": {"max_depth": [2, 3]}, "knn": {}}, 0.02)])
+def test_a_search_keeps_its_choices_inner_cv_predictions_bit_for_bit(data, grid, screen_margin):
+    """The predictions the search scored its choice on are kept (``out_of_fold_``) and are the refitted ones."""
+    X, y = data
+    groups, cv = np.repeat(np.arange(45), 2), StratifiedFoldsWithGroups(3, 0)
+    search = model_search([("scale", StandardScaler())], grid, screen_margin=screen_margin)
+    fitted = clone(search).fit(X[BLOCKS["us"]], y, groups=groups)
+    kept = fitted.out_of_fold_
+    assert kept is not None and not np.isnan(kept).any()
+    assert out_of_fold_probabilities(search, fitted, X[BLOCKS["us"]], y, groups, cv) is kept
+    fitted.out_of_fold_ = None  # the fallback: the choice refitted on each inner split
+    np.testing.assert_array_equal(out_of_fold_probabilities(search, fitted, X[BLOCKS["us"]], y, groups, cv), kept)
+    other_splits = StratifiedFoldsWithGroups(3, 1)
+    fitted.out_of_fold_ = kept
+    assert out_of_fold_probabilities(search, fitted, X[BLOCKS["us"]], y, groups, other_splits) is not kept
+
+
+def test_a_search_that_chose_a_screened_svm_keeps_no_predictions(data):
+    X, y = data
+    search = model_search([("scale", StandardScaler())], {"svm": {}}, screen_margin=0.02).fit(X[BLOCKS["us"]], y)
+    assert search.out_of_fold_ is None  # its scores were decision values, not the calibrated probabilities
 
 
 def test_late_fusion_reuses_given_base_fits_and_checks_their_patients(data):

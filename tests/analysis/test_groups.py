@@ -159,8 +159,10 @@ def test_runner_hands_groups_to_every_inner_split(tmp_path, monkeypatch, protoco
     spy = SplitSpy(monkeypatch)
     result = run_analysis(features, tmp_path / "out", config, progress=False)
     assert result.skipped == [] and result.predictions["probability"].notna().all()
-    assert {"sklearn.model_selection._search", "mmdlr.select.lasso", "mmdlr.classify.zoo",
-            "sklearn.model_selection._validation"} <= spy.callers
+    # stacking's out-of-fold probabilities are the searches' own (mmdlr.classify.search), on splits checked to be
+    # the stacking's (mmdlr.fuse.late)
+    assert {"sklearn.model_selection._search", "mmdlr.select.lasso", "mmdlr.classify.zoo", "mmdlr.classify.search",
+            "mmdlr.fuse.late"} <= spy.callers
     assert spy.separated == []
 
 
@@ -172,7 +174,8 @@ def test_youden_threshold_out_of_fold_predictions_keep_groups_together(tmp_path,
     spy = SplitSpy(monkeypatch)
     outcome = fit_row(row, fold, features, config_from_dict({**RUNNER_GRID, "threshold": "youden"}))
     assert 0 < outcome.threshold < 1
-    assert {"sklearn.model_selection._validation", "mmdlr.select.lasso", "mmdlr.classify.zoo"} <= spy.callers
+    # Youden's out-of-fold probabilities are the search's own, on splits checked to be the threshold's
+    assert {"mmdlr.classify.search", "mmdlr.fuse.late", "mmdlr.select.lasso", "mmdlr.classify.zoo"} <= spy.callers
     assert spy.separated == []
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 
 import numpy as np
 from sklearn import config_context
 from sklearn.base import clone
 from sklearn.metrics import accuracy_score, roc_auc_score
-from sklearn.model_selection import GridSearchCV, ParameterGrid
+from sklearn.model_selection import GridSearchCV, ParameterGrid, check_cv
 from sklearn.pipeline import Pipeline
 
 from mmdlr.classify.cache import FitCache
@@ -49,9 +50,14 @@ class PreprocessOnceSearchCV(GridSearchCV):
     manner of successive halving: a tree ensemble (a classifier with ``n_estimators``) is scored with
     ``screen_share`` of its trees, and the ``screen_keep`` best of those whose screening AUC comes within
     ``screen_margin`` of the best first-round AUC (any candidate's) are scored again in full; an SVM is scored
-    uncalibrated (same AUC, its accuracy that of its ``predict``) and calibrated in the refit only. The best fully scored candidate is chosen. ``cv_results_``
-    holds every scoring, with ``screened`` (scored in its cheaper form), ``final`` (a candidate of the choice) and
-    ``candidate`` (its index in the grid). ``screen_margin=None`` scores every candidate in full.
+    uncalibrated (same AUC, its accuracy that of its ``predict``) and calibrated in the refit only. The best fully
+    scored candidate is chosen. ``cv_results_`` holds every scoring, with ``screened`` (scored in its cheaper form),
+    ``final`` (a candidate of the choice) and ``candidate`` (its index in the grid). ``screen_margin=None`` scores
+    every candidate in full.
+
+    ``out_of_fold_`` keeps the chosen candidate's malignancy probability for every training row from its fit on
+    the other inner folds: the predictions its inner-CV score was computed from (stacking's meta-features), or
+    None when the choice was scored in a screened form or a fit failed.
     """
 
     def __init__(self, estimator, param_grid, *, scoring=None, refit=True, cv=None, n_jobs=None,
@@ -62,14 +68,30 @@ class PreprocessOnceSearchCV(GridSearchCV):
         self.screen_keep = screen_keep
 
     def fit(self, X, y=None, **params):
+        recording = _SCORED.set([])
         try:
             with config_context(enable_metadata_routing=True):
                 super().fit(X, y, **params)
                 if self.cv_results_["screened"][self.best_index_]:
                     self._refit_in_full(X, y, params)
+                self.out_of_fold_ = self._chosen_predictions(_SCORED.get(), X, y, params.get("groups"))
                 return self
         finally:
+            _SCORED.reset(recording)
             self.estimator.memory.clear()
+
+    def _chosen_predictions(self, scored: list[np.ndarray], X, y, groups) -> np.ndarray | None:
+        """The chosen candidate's test-split predictions, out of the scorer's calls (one per candidate and split, in
+        the order the search made them: candidates in ``cv_results_`` order, splits within), as one column."""
+        splits = list(check_cv(self.cv, y, classifier=True).split(X, y, groups))
+        if self.n_jobs != 1 or len(scored) != len(self.cv_results_["params"]) * len(splits) \
+                or self.cv_results_["screened"][self.best_index_]:
+            return None
+        chosen = scored[self.best_index_ * len(splits):(self.best_index_ + 1) * len(splits)]
+        out_of_fold = np.full(len(y), np.nan)
+        for (_, test), predictions in zip(splits, chosen):
+            out_of_fold[test] = predictions
+        return out_of_fold
 
     def _run_search(self, evaluate_candidates):
         candidates = list(ParameterGrid(self.param_grid))
@@ -124,6 +146,10 @@ def _marks(candidates, screened: bool, final: bool) -> dict[str, list]:
     return {"candidate": candidates, "screened": [screened] * len(candidates), "final": [final] * len(candidates)}
 
 
+# the scores auc_and_accuracy computed, in call order, while a PreprocessOnceSearchCV.fit in this thread records them
+_SCORED: ContextVar[list | None] = ContextVar("scored", default=None)
+
+
 def auc_and_accuracy(estimator, X, y) -> dict[str, float]:
     """A candidate's inner-CV scores from one prediction call: ROC AUC of ``predict_proba`` (of
     ``decision_function`` for an uncalibrated SVM, which has none), and accuracy of the class with the larger
@@ -134,6 +160,9 @@ def auc_and_accuracy(estimator, X, y) -> dict[str, float]:
     else:
         scores = estimator.decision_function(X)
         predicted = estimator.classes_[(scores > 0).astype(int)]
+    recording = _SCORED.get()
+    if recording is not None:
+        recording.append(scores)
     return {"auc": roc_auc_score(y, scores), "accuracy": accuracy_score(y, predicted)}
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from sklearn import config_context
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
-from sklearn.model_selection import cross_val_predict
+from sklearn.model_selection import check_cv, cross_val_predict
 from sklearn.utils.validation import check_is_fitted
 
 from mmdlr.evaluate.splits import StratifiedFoldsWithGroups, require_both_classes
@@ -46,19 +46,32 @@ def out_of_fold_probabilities(estimator, fitted, X, y, groups=None, cv=None) -> 
     For a model search (``fitted.best_estimator_``) the model of each fold is the candidate the search chose,
     refitted there: ``cv`` fits instead of ``cv`` searches. With the search's own inner splits these are the
     inner-CV predictions its choice was made on, so they are as optimistic as its inner-CV score; both stay
-    inside the training data they were computed on (an outer fold's), so no test patient is touched.
+    inside the training data they were computed on (an outer fold's), so no test patient is touched. A
+    :class:`~mmdlr.classify.search.PreprocessOnceSearchCV` keeps those predictions (``out_of_fold_``): on the same
+    splits they are taken from it instead of fitted again.
     """
     chosen = getattr(fitted, "best_estimator_", None)
     if chosen is None:
         params = {} if groups is None else {"groups": groups}
         return cross_val_predict(clone(estimator), X, y, groups=groups, cv=cv, method="predict_proba",
                                  params=params)[:, 1]
+    kept = getattr(fitted, "out_of_fold_", None)
+    if kept is not None and _same_splits(cv, fitted.cv, X, y, groups):
+        return kept
     candidate = clone(chosen)
     if "memory" in candidate.get_params(deep=False):
         candidate.set_params(memory=None)  # a model search's fit cache lives only while the search fits
     with config_context(enable_metadata_routing=True):  # groups reach the folds and the steps that request them
         return cross_val_predict(candidate, X, y, cv=cv, method="predict_proba",
                                  params={} if groups is None else {"groups": groups})[:, 1]
+
+
+def _same_splits(cv, other, X, y, groups) -> bool:
+    """Whether splitters ``cv`` and ``other`` split (X, y, groups) into the same folds."""
+    first, second = (list(check_cv(splitter, y, classifier=True).split(X, y, groups)) for splitter in (cv, other))
+    return len(first) == len(second) and all(
+        np.array_equal(a_train, b_train) and np.array_equal(a_test, b_test)
+        for (a_train, a_test), (b_train, b_test) in zip(first, second))
 
 
 class LateFusion(ClassifierMixin, BaseEstimator):
