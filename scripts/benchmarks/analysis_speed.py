@@ -7,6 +7,8 @@ polled with psutil every 0.5 s, which a shared machine's load disturbs less than
 
 ``mmdlr``     ``mmdlr analyze --config configs/nested_cv.yaml`` (``--repeats``, ``--classifiers`` applied) of
               this checkout.
+``unscreened`` the same with ``search.screen_margin: null``: every candidate of the inner-CV search scored in full,
+              what the screening saves and what it changes.
 ``before``    the same command run from an earlier commit (``--before REF``, checked out with ``git worktree``
               under ``--work``), the baseline of a speed change.
 ``textbook``  the nested loop a user of WORC- or AutoRadiomics-style code writes: the same selection steps and
@@ -16,8 +18,8 @@ polled with psutil every 0.5 s, which a shared machine's load disturbs less than
               searched), every row refitted on all patients at the end as mmdlr saves its final models.
 
 Each variant's pooled out-of-fold AUC per row is printed so the variants can be seen to compute the same
-analysis; ``mmdlr`` and ``before`` are compared row by row (AUC difference, agreement of the classifier chosen
-per fold). Writes ``docs/benchmarks/analysis_speed.csv`` (benchmark, variant, value, unit).
+analysis; ``mmdlr`` is compared row by row with ``unscreened`` and ``before`` (AUC difference, agreement of the
+classifier chosen per fold). Writes ``docs/benchmarks/analysis_speed.csv`` (benchmark, variant, value, unit).
 
     .venv/bin/python scripts/benchmarks/analysis_speed.py --before dff92f7                  # full BUSI, 5 x 3
     .venv/bin/python scripts/benchmarks/analysis_speed.py --before dff92f7 --patients 200 --repeats 1
@@ -38,7 +40,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_FEATURES = Path("/tmp/mmdlr-bench/busi/full/features/dedup_efficientnet_lite0-imagenet")
-VARIANTS = ("mmdlr", "before", "textbook")
+VARIANTS = ("mmdlr", "unscreened", "before", "textbook")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -61,13 +63,16 @@ def load() -> float:
     return os.getloadavg()[0]
 
 
-def analysis_config(args, root: Path) -> Path:
-    """``root``'s configs/nested_cv.yaml with ``--repeats`` and ``--classifiers`` applied, written under --work."""
+def analysis_config(args, root: Path, screened: bool = True) -> Path:
+    """``root``'s configs/nested_cv.yaml with ``--repeats`` and ``--classifiers`` applied (and without screening),
+    written under --work."""
     config = yaml.safe_load((root / "configs/nested_cv.yaml").read_text())
     config["nested_cv"]["repeats"] = args.repeats
     if args.classifiers:
         config["classifiers"] = {name: config["classifiers"][name] for name in args.classifiers.split(",")}
-    path = args.work / f"nested_cv_{root.name}.yaml"
+    if not screened:
+        config["search"]["screen_margin"] = None
+    path = args.work / f"nested_cv_{root.name}{'' if screened else '_unscreened'}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
@@ -238,7 +243,7 @@ def main(argv=None) -> None:
     rows, predictions = [], {}
 
     def record(variant, value, unit, what=""):
-        rows.append({"benchmark": "analysis", "variant": f"{variant}{what} ({setting})", "value": round(value, 3),
+        rows.append({"benchmark": "analysis", "variant": f"{variant}{what} ({setting})", "value": round(value, 5 if unit in ("AUC", "fraction") else 3),
                      "unit": unit})
         print(f"  {rows[-1]['variant']}: {value:.3f} {unit}", flush=True)
 
@@ -258,6 +263,8 @@ def main(argv=None) -> None:
             if variant == "before":
                 root = before_checkout(args)
                 env["PYTHONPATH"], config = str(root / "src"), analysis_config(args, root)
+            elif variant == "unscreened":
+                config = analysis_config(args, REPO, screened=False)
             wall, cpu = timed([sys.executable, "-m", "mmdlr.cli.main", "-q", "analyze", "--features",
                                str(features), "--out", str(out), "--config", str(config)], env)
             predictions[variant] = pd.read_csv(out / "results/predictions.csv", dtype={"patient_id": str})
@@ -269,12 +276,14 @@ def main(argv=None) -> None:
     for variant, auc in aucs.items():
         for (family, method), value in auc.dropna().items():
             record(variant, value, "AUC", f" pooled OOF AUC {family} / {method}")
-    if {"mmdlr", "before"} <= set(predictions):
-        chosen = {variant: predictions[variant].groupby(["family", "method", "fold"])["classifier"].first()
-                  for variant in ("mmdlr", "before")}
-        agreement = (chosen["mmdlr"] == chosen["before"].reindex(chosen["mmdlr"].index)).mean()
-        record("mmdlr vs before", agreement, "fraction", " same classifier chosen (row x fold)")
-        record("mmdlr vs before", (aucs["mmdlr"] - aucs["before"]).abs().max(), "AUC", " largest |AUC difference|")
+    for reference in ("unscreened", "before"):
+        if {"mmdlr", reference} <= set(predictions):
+            chosen = {variant: predictions[variant].groupby(["family", "method", "fold"])["classifier"].first()
+                      for variant in ("mmdlr", reference)}
+            agreement = (chosen["mmdlr"] == chosen[reference].reindex(chosen["mmdlr"].index)).mean()
+            record(f"mmdlr vs {reference}", agreement, "fraction", " same classifier chosen (row x fold)")
+            record(f"mmdlr vs {reference}", (aucs["mmdlr"] - aucs[reference]).abs().max(), "AUC",
+                   " largest |AUC difference|")
     write_rows(rows, args.csv, setting)
 
 

@@ -25,6 +25,8 @@ def test_nested_cv_config():
     config = load_config(CONFIGS / "nested_cv.yaml")
     assert config.protocol == "nested_cv"
     assert (config.nested_cv.outer_folds, config.nested_cv.repeats, config.inner_folds) == (5, 3, 3)
+    assert vars(config.search) == {"screen_margin": 0.02, "screen_share": 0.125, "screen_keep": 3}
+    assert config_from_dict({"search": {"screen_margin": None}}).search.screen_margin is None  # the plain grid search
 
 
 def test_defaults_and_classifier_list_get_default_grids():
@@ -47,6 +49,10 @@ def test_defaults_and_classifier_list_get_default_grids():
     ({"fusion": {"temperature": 0}}, "fusion.temperature must be a number > 0"),
     ({"pca": {"fused_deep": 0}}, "pca.fused_deep must be an integer >= 1"),
     ({"select": 3}, "config.select must be a mapping"),
+    ({"search": {"screen_margin": "yes"}}, "search.screen_margin must be null or an AUC difference"),
+    ({"search": {"screen_share": 0}}, r"search.screen_share must be in \(0, 1\]"),
+    ({"search": {"screen_keep": 0}}, "search.screen_keep must be an integer >= 1"),
+    ({"search": {"racing": True}}, "unknown key.*config.search: racing"),
 ])
 def test_invalid_configs_are_rejected(values, message):
     with pytest.raises(ConfigError, match=message):
