@@ -21,7 +21,6 @@ from mmdlr.analysis.features import FeatureSet, FeatureTableError, load_feature_
 from mmdlr.analysis.fold import PREDICTION_COLUMNS, FoldOutcome, fit_block, fit_row
 from mmdlr.analysis.grid import (COMBINED, EARLY, ENSEMBLE, SINGLE, STACKING, TABLE_NAMES, GridRow, SkippedRow,
                                  plan_rows)
-from mmdlr.analysis.plots import plot_calibration, plot_roc
 from mmdlr.analysis.summary import holdout_row, markdown_table, nested_row, pooled_predictions, result_table
 from mmdlr.atomic import atomic_path, write_csv
 from mmdlr.evaluate import (Fold, binary_metrics, holdout_fold, leave_center_out_folds, patient_groups,
@@ -184,6 +183,8 @@ def _fold_name(fold: Fold | None) -> str:
 
 def _write_tables(rows, predictions, pooled, config, loop, results_dir, groups) -> dict[str, pd.DataFrame]:
     """``loop``: (outer folds, repeats) of a cross-validated protocol, None under the hold-out."""
+    from mmdlr.analysis.plots import plot_calibration, plot_roc  # matplotlib: not in the grid's worker processes
+
     summaries = {}
     for (family, method), frame in predictions.groupby(["family", "method"], sort=False):
         if loop is None:

@@ -6,7 +6,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import pingouin
 from sklearn.base import BaseEstimator
 from sklearn.feature_selection import SelectorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -22,6 +21,8 @@ def feature_icc(ratings: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     column per feature; patients missing from a rater or NaN there are left out of that feature's ICC.
     A feature with fewer than 5 complete patients, or constant over all of them, has NaN.
     """
+    import pingouin  # here, not with the module: it loads matplotlib, which the analysis grid's workers never need
+
     raters = list(ratings)
     columns = list(next(iter(ratings.values())).columns)
     patients = next(iter(ratings.values())).index
