@@ -243,9 +243,10 @@ def main(argv=None) -> None:
     rows, predictions = [], {}
 
     def record(variant, value, unit, what=""):
-        rows.append({"benchmark": "analysis", "variant": f"{variant}{what} ({setting})", "value": round(value, 5 if unit in ("AUC", "fraction") else 3),
+        digits = 5 if unit in ("AUC", "fraction") else 3
+        rows.append({"benchmark": "analysis", "variant": f"{variant}{what} ({setting})", "value": round(value, digits),
                      "unit": unit})
-        print(f"  {rows[-1]['variant']}: {value:.3f} {unit}", flush=True)
+        print(f"  {rows[-1]['variant']}: {value:.{digits}f} {unit}", flush=True)
 
     for variant in args.variants.split(","):
         if variant == "before" and not args.before:

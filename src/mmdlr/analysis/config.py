@@ -104,7 +104,8 @@ class FusionConfig:
     def __post_init__(self):
         _require(self.missing in ("complete", "impute"),
                  f"fusion.missing must be 'complete' or 'impute', got {self.missing!r}")
-        _require(_is_number(self.temperature) and self.temperature > 0, f"fusion.temperature must be a number > 0, got {self.temperature!r}")
+        _require(_is_number(self.temperature) and self.temperature > 0,
+                 f"fusion.temperature must be a number > 0, got {self.temperature!r}")
 
 
 @dataclass

@@ -105,9 +105,11 @@ class PreprocessOnceSearchCV(GridSearchCV):
             more_results={"candidate": list(range(len(candidates))), "screened": [bool(form) for form in screening],
                           "final": [index not in ensembles for index in range(len(candidates))]})
         scores = results["mean_test_auc"]
-        best = np.nanmax(scores) if np.isfinite(scores).any() else np.nan
-        within = sorted((index for index in ensembles if scores[index] >= best - self.screen_margin),
-                        key=lambda index: -scores[index])  # a stable sort: ties in grid order
+        if np.isfinite(scores).any():
+            within = sorted((index for index in ensembles if scores[index] >= np.nanmax(scores) - self.screen_margin),
+                            key=lambda index: -scores[index])  # a stable sort: ties in grid order
+        else:  # no score to screen by (an inner test split of one class): the first ones, as a plain search would
+            within = ensembles
         survivors = sorted(within[:self.screen_keep])
         if survivors:
             evaluate_candidates([candidates[index] for index in survivors],
