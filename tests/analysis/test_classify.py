@@ -119,6 +119,15 @@ def test_screened_svm_is_refitted_with_platt_scaling(frame):
     np.testing.assert_array_equal(search.predict_proba(X), unscreened.predict_proba(X))
 
 
+def test_a_search_from_an_older_model_file_reads_as_a_plain_grid_search(frame):
+    X, y = frame
+    search = model_search(radiomics_steps(["a__f0", "a__f1"]), {"lr": {}}, screen_margin=0.02).fit(X, y)
+    older = type(search).__new__(type(search))  # saved before screening: no screen_* parameters
+    older.__setstate__({key: value for key, value in search.__getstate__().items() if not key.startswith("screen_")})
+    assert older.get_params()["screen_margin"] is None and "PreprocessOnceSearchCV" in repr(older)
+    np.testing.assert_array_equal(older.predict_proba(X), search.predict_proba(X))
+
+
 def test_platt_scaled_svc_uncalibrated_and_from_an_older_file(frame):
     X, y = frame
     calibrated = PlattScaledSVC(SVC()).fit(X, y)

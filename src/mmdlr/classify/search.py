@@ -67,6 +67,10 @@ class PreprocessOnceSearchCV(GridSearchCV):
         self.screen_share = screen_share
         self.screen_keep = screen_keep
 
+    def __setstate__(self, state):
+        """Model files saved before screening existed hold plain grid searches."""
+        super().__setstate__({"screen_margin": None, "screen_share": 0.125, "screen_keep": 3, **state})
+
     def fit(self, X, y=None, **params):
         recording = _SCORED.set([])
         try:
