@@ -27,6 +27,15 @@ def _comparisons_text(analysis) -> str:
             "single-modality pair exploratory; Holm-adjusted p-values within each set")
 
 
+def _screening_text(search) -> str:
+    """How the inner-CV search screened its candidates (``search:``), or nothing for a plain grid search."""
+    if search.screen_margin is None:
+        return ""
+    return (f"; tree ensembles were first scored with {search.screen_share:g} of their trees and the "
+            f"{search.screen_keep} best within {search.screen_margin:g} AUC of the best first score scored in full, "
+            "SVMs scored before Platt scaling (the same AUC) and calibrated when chosen")
+
+
 def protocol_items(config: RunConfig, source: Manifest) -> dict[str, str]:
     analysis, deep, roi = config.analysis, config.deep, config.roi
     modalities = ", ".join(m.upper() for m in source.modalities)
@@ -76,7 +85,8 @@ def protocol_items(config: RunConfig, source: Manifest) -> dict[str, str]:
                            f"{f'; PCA of all features: PCA {analysis.pca.fused}' if analysis.fusion.pca_of_all else ''}"
                            ". Classifiers "
                            f"{', '.join(analysis.classifiers)}, chosen with their hyper-parameters by "
-                           f"{analysis.inner_folds}-fold inner CV on training data only. Fusion: early "
+                           f"{analysis.inner_folds}-fold inner CV (ROC AUC) on training data only"
+                           f"{_screening_text(analysis.search)}. Fusion: early "
                            "(concatenation), ensemble (softmax of inner-CV accuracies / temperature "
                            f"{analysis.fusion.temperature}), stacking (meta-learner on "
                            "out-of-fold probabilities)."),
@@ -87,3 +97,4 @@ def protocol_items(config: RunConfig, source: Manifest) -> dict[str, str]:
                                  f"{analysis.threshold} (never tuned on test data); {_comparisons_text(analysis)}."),
         "Reproducibility": "Every input file, setting, seed, package version and stage time is in provenance.json.",
     }
+
