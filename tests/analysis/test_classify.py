@@ -108,6 +108,19 @@ def test_screening_scores_the_chosen_candidate_as_the_full_grid_does(frame):
     assert set(trees.compressed()) == {25} and trees.count() == 3 and len(trees) == 9
 
 
+def test_screening_without_a_score_to_screen_by_scores_the_first_ensembles_in_full():
+    """Two malignant patients in three inner splits: one test split has no malignant patient, so every mean AUC
+    is NaN; the search still ends with a fully scored choice, the first as a plain grid search's."""
+    rng = np.random.default_rng(0)
+    X, y = pd.DataFrame(rng.normal(size=(30, 3)), columns=["a", "b", "c"]), np.r_[np.zeros(28), np.ones(2)].astype(int)
+    with pytest.warns(UserWarning):
+        search = model_search([("scale", StandardScaler())], {"rf": {"max_depth": [None, 2]}, "xgboost": {}},
+                              screen_margin=0.02).fit(X, y)
+    assert np.isnan(search.cv_results_["mean_test_auc"]).all()
+    assert search.cv_results_["final"][search.best_index_] and search.cv_results_["candidate"][search.best_index_] == 0
+    assert search.best_estimator_.named_steps["clf"].n_estimators == 200
+
+
 def test_screened_svm_is_refitted_with_platt_scaling(frame):
     X, y = frame
     search = model_search(radiomics_steps(["a__f0", "a__f1"]), {"svm": {"estimator__C": [1.0]}},
@@ -232,16 +245,3 @@ def test_platt_scaled_svc_is_calibrated_classifier_cv_on_its_folds(frame):
 @parametrize_with_checks([PlattScaledSVC(SVC())])
 def test_platt_scaled_svc_passes_scikit_learn_estimator_checks(estimator, check):
     check(estimator)
-
-
-def test_screening_without_a_score_to_screen_by_scores_the_first_ensembles_in_full():
-    """Two malignant patients in three inner splits: one test split has no malignant patient, so every mean AUC
-    is NaN; the search still ends with a fully scored choice, the first as a plain grid search's."""
-    rng = np.random.default_rng(0)
-    X, y = pd.DataFrame(rng.normal(size=(30, 3)), columns=["a", "b", "c"]), np.r_[np.zeros(28), np.ones(2)].astype(int)
-    with pytest.warns(UserWarning):
-        search = model_search([("scale", StandardScaler())], {"rf": {"max_depth": [None, 2]}, "xgboost": {}},
-                              screen_margin=0.02).fit(X, y)
-    assert np.isnan(search.cv_results_["mean_test_auc"]).all()
-    assert search.cv_results_["final"][search.best_index_] and search.cv_results_["candidate"][search.best_index_] == 0
-    assert search.best_estimator_.named_steps["clf"].n_estimators == 200

@@ -36,7 +36,7 @@ def test_methods_text_states_label_source_unit_and_class_counts():
 
 def test_methods_text_says_how_the_inner_cv_search_screened_its_candidates():
     screened = protocol_items(run_config_from_dict({}), _manifest([1, 0]))["Model building"]
-    assert ("tree ensembles were first scored with 0.125 of their trees and the 3 best within 0.02 AUC of the best "
+    assert ("tree ensembles were first scored with 12.5% of their trees and the 3 best within 0.02 AUC of the best "
             "first score scored in full, SVMs scored before Platt scaling") in screened
     plain = protocol_items(run_config_from_dict({"search": {"screen_margin": None}}), _manifest([1, 0]))
     assert "inner CV (ROC AUC) on training data only. Fusion" in plain["Model building"]

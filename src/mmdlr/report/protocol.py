@@ -31,7 +31,7 @@ def _screening_text(search) -> str:
     """How the inner-CV search screened its candidates (``search:``), or nothing for a plain grid search."""
     if search.screen_margin is None:
         return ""
-    return (f"; tree ensembles were first scored with {search.screen_share:g} of their trees and the "
+    return (f"; tree ensembles were first scored with {search.screen_share:.1%} of their trees and the "
             f"{search.screen_keep} best within {search.screen_margin:g} AUC of the best first score scored in full, "
             "SVMs scored before Platt scaling (the same AUC) and calibrated when chosen")
 
@@ -97,4 +97,3 @@ def protocol_items(config: RunConfig, source: Manifest) -> dict[str, str]:
                                  f"{analysis.threshold} (never tuned on test data); {_comparisons_text(analysis)}."),
         "Reproducibility": "Every input file, setting, seed, package version and stage time is in provenance.json.",
     }
-
