@@ -35,11 +35,16 @@ def test_methods_text_states_label_source_unit_and_class_counts():
 
 
 def test_methods_text_says_how_the_inner_cv_search_screened_its_candidates():
-    screened = protocol_items(run_config_from_dict({}), _manifest([1, 0]))["Model building"]
-    assert ("tree ensembles were first scored with 12.5% of their trees and the 3 best within 0.02 AUC of the best "
-            "first score scored in full, SVMs scored before Platt scaling") in screened
-    plain = protocol_items(run_config_from_dict({"search": {"screen_margin": None}}), _manifest([1, 0]))
-    assert "inner CV (ROC AUC) on training data only. Fusion" in plain["Model building"]
+    def model_building(**analysis):
+        return protocol_items(run_config_from_dict(analysis), _manifest([1, 0]))["Model building"]
+
+    screened = model_building()  # the seven classifiers
+    assert ("; tree ensembles were first scored with 12.5% of their trees and the 3 best within 0.02 AUC of the best "
+            "first score scored in full; SVMs were scored before Platt scaling") in screened
+    assert "inner CV (ROC AUC) on training data only. Fusion" in model_building(search={"screen_margin": None})
+    assert "inner CV (ROC AUC) on training data only. Fusion" in model_building(classifiers=["lr", "knn"])
+    only_svm = model_building(classifiers=["lr", "svm"])
+    assert "tree ensembles" not in only_svm and "; SVMs were scored before Platt scaling" in only_svm
 
 
 @pytest.mark.parametrize(("report", "message"), [({"unit": "lesion"}, "report.unit must be one of patient, image"),

@@ -88,6 +88,8 @@ _FACTORIES = {
 _TYPES = {name: type(factory(0)) for name, factory in _FACTORIES.items()}
 
 CLASSIFIERS = tuple(_FACTORIES)
+# the classifiers a model search screens with a share of their trees (they have n_estimators)
+TREE_ENSEMBLES = frozenset(name for name, factory in _FACTORIES.items() if "n_estimators" in factory(0).get_params())
 
 DISPLAY_NAMES = {
     "svm": "SVM", "knn": "KNN", "rf": "RF", "extratrees": "ExtraTrees",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mmdlr.classify.zoo import TREE_ENSEMBLES
 from mmdlr.io.manifest import Manifest, parse_label
 from mmdlr.pipeline.config import RunConfig
 from mmdlr.radiomics.ibsi import run_settings_text
@@ -27,13 +28,20 @@ def _comparisons_text(analysis) -> str:
             "single-modality pair exploratory; Holm-adjusted p-values within each set")
 
 
-def _screening_text(search) -> str:
-    """How the inner-CV search screened its candidates (``search:``), or nothing for a plain grid search."""
+def _screening_text(analysis) -> str:
+    """How the inner-CV search screened the classifiers it had to screen (``search:``); nothing for a plain grid
+    search or when no tree ensemble or SVM is searched."""
+    search = analysis.search
     if search.screen_margin is None:
         return ""
-    return (f"; tree ensembles were first scored with {search.screen_share:.1%} of their trees and the "
-            f"{search.screen_keep} best within {search.screen_margin:g} AUC of the best first score scored in full, "
-            "SVMs scored before Platt scaling (the same AUC) and calibrated when chosen")
+    parts = []
+    if set(analysis.classifiers) & TREE_ENSEMBLES:
+        parts.append(f"tree ensembles were first scored with {search.screen_share:.1%} of their trees and the "
+                     f"{search.screen_keep} best within {search.screen_margin:g} AUC of the best first score scored "
+                     "in full")
+    if "svm" in analysis.classifiers:
+        parts.append("SVMs were scored before Platt scaling (the same AUC) and calibrated when chosen")
+    return "".join(f"; {part}" for part in parts)
 
 
 def protocol_items(config: RunConfig, source: Manifest) -> dict[str, str]:
@@ -86,7 +94,7 @@ def protocol_items(config: RunConfig, source: Manifest) -> dict[str, str]:
                            ". Classifiers "
                            f"{', '.join(analysis.classifiers)}, chosen with their hyper-parameters by "
                            f"{analysis.inner_folds}-fold inner CV (ROC AUC) on training data only"
-                           f"{_screening_text(analysis.search)}. Fusion: early "
+                           f"{_screening_text(analysis)}. Fusion: early "
                            "(concatenation), ensemble (softmax of inner-CV accuracies / temperature "
                            f"{analysis.fusion.temperature}), stacking (meta-learner on "
                            "out-of-fold probabilities)."),
