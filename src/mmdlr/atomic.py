@@ -65,3 +65,10 @@ def write_text(text: str, path: str | os.PathLike) -> Path:
     with atomic_path(path) as temp:
         temp.write_text(text)
     return Path(path)
+
+
+def write_bytes(data: bytes, path: str | os.PathLike) -> Path:
+    """Write bytes atomically."""
+    with atomic_path(path) as temp:
+        temp.write_bytes(data)
+    return Path(path)

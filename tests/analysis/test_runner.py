@@ -200,6 +200,35 @@ def test_nested_cv_with_groups(tmp_path):
     assert index["trained_on"].str.startswith("all patients (n=90)").all()
 
 
+def test_late_rows_fitted_fold_by_fold_or_row_by_row_give_the_same_results(tmp_path, monkeypatch):
+    """Under nested CV a fold's single-modality, ensemble and stacking rows are one task (the fold's block models
+    shipped once); with more workers than folds, one task per row. Both give the same predictions and models."""
+    import mmdlr.analysis.runner as runner
+
+    features = write_feature_tables(tmp_path / "features", n_patients=90, modalities=("mri", "us"), seed=2)
+    tasks = {}
+
+    def counted(function, argument_lists, description, *args, **kwargs):
+        tasks.setdefault(description, []).append(len(argument_lists))
+        return run_parallel(function, argument_lists, description, *args, **kwargs)
+
+    run_parallel = runner.run_parallel
+    monkeypatch.setattr(runner, "run_parallel", counted)
+    results = {}
+    for n_jobs in (2, 8):  # 3 fits (2 outer folds + the final one): grouped by fold with 2 workers, by row with 8
+        config = config_from_dict({**SMALL_GRID, "protocol": "nested_cv", "nested_cv": {"outer_folds": 2, "repeats": 1},
+                                   "families": ["radiomics"], "fusion": {"early": False},
+                                   "parallel": {"backend": "threading", "n_jobs": n_jobs}})
+        results[n_jobs] = run_analysis(features, tmp_path / f"out{n_jobs}", config, progress=False)
+    assert tasks["analysis grid: fusion"] == [3, 3 * 4]  # MRI, US, Ensemble, Stacking on 3 fits
+    pd.testing.assert_frame_equal(results[2].predictions, results[8].predictions)
+    frame = load_feature_set(features).frame
+    for name in ("ensemble", "stacking", "us"):
+        grouped, by_row = (load_bundle(results[n].results_dir / "models" / "radiomics" / f"{name}.skops")
+                           for n in (2, 8))
+        np.testing.assert_array_equal(grouped.predict_proba(frame), by_row.predict_proba(frame))
+
+
 def test_youden_threshold_comes_from_training_out_of_fold_predictions(tmp_path):
     features = load_feature_set(write_feature_tables(tmp_path, n_patients=80, modalities=("us",), n_deep=4, seed=3))
     config = config_from_dict({**SMALL_GRID, "threshold": "youden"})

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from mmdlr.analysis.features import Block, assemble_features
-from mmdlr.atomic import atomic_path
+from mmdlr.atomic import write_bytes
 from mmdlr.fuse import block_presence
 
 MODEL_SUFFIX = ".skops"
@@ -252,9 +252,9 @@ def _skops_bytes(obj) -> bytes:
     return buffer.getvalue()
 
 
-def save_bundle(bundle: ModelBundle, path: str | Path) -> Path:
-    """Write the bundle as a compressed skops file (atomically). A model holding a type :func:`load_bundle`
-    would refuse is not written."""
+def model_file_bytes(bundle: ModelBundle) -> bytes:
+    """The bundle as the bytes of a compressed skops file; a model holding a type :func:`load_bundle` would refuse
+    raises :class:`ModelFileError`."""
     import skops.io as sio
 
     undo = []
@@ -268,9 +268,13 @@ def save_bundle(bundle: ModelBundle, path: str | Path) -> Path:
     if foreign:
         raise ModelFileError(f"{bundle.family} / {bundle.method}: the model holds types mmdlr does not load "
                              f"({_describe(foreign)}); add them to TRUSTED_TYPES in mmdlr/analysis/bundle.py if safe")
-    with atomic_path(path) as temp:
-        temp.write_bytes(data)
-    return Path(path)
+    return data
+
+
+def save_bundle(bundle: ModelBundle, path: str | Path) -> Path:
+    """Write the bundle as a compressed skops file (atomically). A model holding a type :func:`load_bundle`
+    would refuse is not written."""
+    return write_bytes(model_file_bytes(bundle), path)
 
 
 def load_bundle(path: str | Path) -> ModelBundle:

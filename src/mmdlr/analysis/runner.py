@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import yaml
-from joblib import Parallel, delayed, parallel_config
+from joblib import Parallel, delayed, effective_n_jobs, parallel_config
 
-from mmdlr.analysis.bundle import MODEL_SUFFIX, ModelBundle, save_bundle
+from mmdlr.analysis.bundle import MODEL_SUFFIX, ModelBundle, model_file_bytes
 from mmdlr.analysis.clinical import clinical_table
 from mmdlr.analysis.comparisons import comparison_table, shown_models
 from mmdlr.analysis.config import AnalysisConfig, ParallelConfig, load_config
@@ -22,7 +22,7 @@ from mmdlr.analysis.fold import PREDICTION_COLUMNS, FoldOutcome, fit_block, fit_
 from mmdlr.analysis.grid import (COMBINED, EARLY, ENSEMBLE, SINGLE, STACKING, TABLE_NAMES, GridRow, SkippedRow,
                                  plan_rows)
 from mmdlr.analysis.summary import holdout_row, markdown_table, nested_row, pooled_predictions, result_table
-from mmdlr.atomic import atomic_path, write_csv
+from mmdlr.atomic import atomic_path, write_bytes, write_csv, write_text
 from mmdlr.evaluate import (Fold, binary_metrics, holdout_fold, leave_center_out_folds, patient_groups,
                             repeated_folds)
 from mmdlr.io.manifest import Manifest
@@ -81,13 +81,19 @@ def parallel_backend(parallel: ParallelConfig, shared: Sequence[object] = ()) ->
         yield
 
 
+def start_parallel(function: Callable, argument_lists: Sequence[tuple], ordered: bool = False) -> Iterator:
+    """``function(*arguments)`` for every argument tuple, dispatched now to the active joblib backend (see
+    :func:`parallel_backend`); the generator returned yields the results in completion order, or in the order of
+    ``argument_lists``."""
+    return Parallel(return_as="generator" if ordered else "generator_unordered")(
+        delayed(run_here)(function, *arguments) for arguments in argument_lists)
+
+
 def run_parallel(function: Callable, argument_lists: Sequence[tuple], description: str, progress: bool = True,
                  ordered: bool = False) -> list:
-    """``function(*arguments)`` for every argument tuple on the active joblib backend (see
-    :func:`parallel_backend`); results in completion order, or in the order of ``argument_lists``."""
-    results = Parallel(return_as="generator" if ordered else "generator_unordered")(
-        delayed(run_here)(function, *arguments) for arguments in argument_lists)
-    return list(track(results, len(argument_lists), description, "fit", progress))
+    """:func:`start_parallel`'s results as a list, counted as they come."""
+    return list(track(start_parallel(function, argument_lists, ordered), len(argument_lists), description, "fit",
+                      progress))
 
 
 def run_analysis(features_dir: str | Path, out_dir: str | Path, config: AnalysisConfig | str | Path | None = None,
@@ -115,27 +121,20 @@ def run_analysis(features_dir: str | Path, out_dir: str | Path, config: Analysis
     if config.save_models and config.protocol != "holdout":
         fits.append((None, True))
     log.info("%s: %d rows x %d fold(s) = %d fits", config.protocol, len(rows), len(folds), len(rows) * len(fits))
-    outcomes = _fit_grid(rows, fits, features, config, progress)
-    fold_order = [fold.name for fold in folds] + ["all"]
-    outcomes.sort(key=lambda outcome: (rows.index(outcome.row), fold_order.index(outcome.fold)))
-
+    fold_features = {_fold_name(fold): features.in_fold(fold) for fold, _ in fits}  # each fold's own deep features
+    shared = [config, *{id(fold_set): fold_set for fold_set in fold_features.values()}.values()]
     results_dir = Path(out_dir) / "results"
-    results_dir.mkdir(parents=True, exist_ok=True)
-    evaluated = [outcome for outcome in outcomes if outcome.fold != "all"]
-    predictions = pd.concat([outcome.predictions for outcome in evaluated], ignore_index=True)
-    write_csv(predictions[PREDICTION_COLUMNS], results_dir / "predictions.csv")
-    pooled = _pooled_by_method(predictions)
-    loop = None if config.protocol == "holdout" else _outer_loop(config, folds)
-    tables = _write_tables(rows, predictions, pooled, config, loop, results_dir, patient_groups(features.groups))
-    outer = loop[0] if loop else None
-    write_csv(comparison_table(rows, config.comparisons, pooled, predictions, outer),
-              results_dir / "comparisons.csv")
-    write_csv(pd.DataFrame([vars(row) for row in skipped], columns=["family", "method", "reason"]),
-              results_dir / "skipped_rows.csv")
-    with atomic_path(results_dir / "config_used.yaml") as temp:
-        temp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    if config.save_models:
-        _write_models([o for o in outcomes if o.model is not None], features, config, results_dir / "models")
+    with parallel_backend(config.parallel, shared):
+        outcomes = _fit_grid(rows, fits, fold_features, config, progress)
+        fold_order = [fold.name for fold in folds] + ["all"]
+        outcomes.sort(key=lambda outcome: (rows.index(outcome.row), fold_order.index(outcome.fold)))
+        bundles = _bundles([o for o in outcomes if o.model is not None], features, config)
+        # the workers make the model files while this process writes the tables
+        model_files = start_parallel(model_file_bytes, [(bundle,) for bundle in bundles], ordered=True)
+        predictions, tables = _write_results(rows, skipped, outcomes, folds, features, config, results_dir)
+        if bundles:
+            _write_models(bundles, track(model_files, len(bundles), "model files", "file", progress),
+                          results_dir / "models")
     if config.protocol == "leave_center_out":
         _write_center_table(predictions, results_dir)
     if manifest is not None:
@@ -148,9 +147,10 @@ def _call(function: Callable, *arguments):
     return function(*arguments)
 
 
-def _fit_grid(rows: list[GridRow], fits: list[tuple[Fold | None, bool]], features: FeatureSet,
+def _fit_grid(rows: list[GridRow], fits: list[tuple[Fold | None, bool]], fold_features: dict[str, FeatureSet],
               config: AnalysisConfig, progress: bool) -> list[FoldOutcome]:
-    """Every row on every (fold, keep model) in two parallel rounds.
+    """Every row on every (fold, keep model) in two parallel rounds on the active backend; ``fold_features``: each
+    fold's feature set by fold name.
 
     Round 1 fits each block's model search once per fold (with its out-of-fold probabilities where a
     stacking row or a Youden threshold needs them), beside the early-fusion and combined rows. Round 2
@@ -162,23 +162,50 @@ def _fit_grid(rows: list[GridRow], fits: list[tuple[Fold | None, bool]], feature
     if config.threshold == "youden":
         out_of_fold |= {row.blocks[0] for row in rows if row.kind == SINGLE}
     blocks = list(dict.fromkeys(name for row in rows if row.kind in late_kinds for name in row.blocks))
-    fold_features = {_fold_name(fold): features.in_fold(fold) for fold, _ in fits}  # each fold's own deep features
     block_tasks = [(fit_block, name, fold, fold_features[_fold_name(fold)], config, name in out_of_fold)
                    for fold, _ in fits for name in blocks]
     row_tasks = [(fit_row, row, fold, fold_features[_fold_name(fold)], config, keep)
                  for row in rows if row.kind not in late_kinds for fold, keep in fits]
-    shared = [config, *{id(fold_set): fold_set for fold_set in fold_features.values()}.values()]
-    with parallel_backend(config.parallel, shared):
-        results = run_parallel(_call, block_tasks + row_tasks, "analysis grid: models", progress, ordered=True)
-        block_fits = {(task[1], _fold_name(task[2])): fit for task, fit in zip(block_tasks, results)}
-        fusion_tasks = [(row, fold, fold_features[_fold_name(fold)], config, keep,
-                         {name: block_fits[name, _fold_name(fold)] for name in row.blocks})
-                        for row in rows if row.kind in late_kinds for fold, keep in fits]
-        return results[len(block_tasks):] + run_parallel(fit_row, fusion_tasks, "analysis grid: fusion", progress)
+    results = run_parallel(_call, block_tasks + row_tasks, "analysis grid: models", progress, ordered=True)
+    block_fits = {(task[1], _fold_name(task[2])): fit for task, fit in zip(block_tasks, results)}
+    late = [row for row in rows if row.kind in late_kinds]
+    # a fold's late rows in one task, its block models and features shipped once, where the folds alone keep
+    # every worker busy (nested CV); one task per row where they do not (the hold-out's one fold)
+    groups = [late] if len(fits) >= effective_n_jobs(None) else [[row] for row in late]
+    fusion_tasks = [(group, fold, fold_features[_fold_name(fold)], config, keep,
+                     {name: block_fits[name, _fold_name(fold)] for row in group for name in row.blocks})
+                    for group in groups for fold, keep in fits]
+    fused = run_parallel(_fit_late_rows, fusion_tasks, "analysis grid: fusion", progress)
+    return results[len(block_tasks):] + [outcome for outcomes in fused for outcome in outcomes]
+
+
+def _fit_late_rows(rows: list[GridRow], fold: Fold | None, features: FeatureSet, config: AnalysisConfig,
+                   keep_model: bool, bases: dict[str, object]) -> list[FoldOutcome]:
+    """:func:`fit_row` of each single-modality, ensemble or stacking row on one fold, from its block models."""
+    return [fit_row(row, fold, features, config, keep_model, {name: bases[name] for name in row.blocks})
+            for row in rows]
 
 
 def _fold_name(fold: Fold | None) -> str:
     return "all" if fold is None else fold.name
+
+
+def _write_results(rows, skipped, outcomes, folds, features, config, results_dir) -> tuple[pd.DataFrame, dict]:
+    """predictions.csv, the result tables and plots, comparisons.csv, skipped_rows.csv and config_used.yaml; returns
+    the predictions and the tables."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    evaluated = [outcome for outcome in outcomes if outcome.fold != "all"]
+    predictions = pd.concat([outcome.predictions for outcome in evaluated], ignore_index=True)
+    write_csv(predictions[PREDICTION_COLUMNS], results_dir / "predictions.csv")
+    pooled = _pooled_by_method(predictions)
+    loop = None if config.protocol == "holdout" else _outer_loop(config, folds)
+    tables = _write_tables(rows, predictions, pooled, config, loop, results_dir, patient_groups(features.groups))
+    write_csv(comparison_table(rows, config.comparisons, pooled, predictions, loop[0] if loop else None),
+              results_dir / "comparisons.csv")
+    write_csv(pd.DataFrame([vars(row) for row in skipped], columns=["family", "method", "reason"]),
+              results_dir / "skipped_rows.csv")
+    write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), results_dir / "config_used.yaml")
+    return predictions, tables
 
 
 def _write_tables(rows, predictions, pooled, config, loop, results_dir, groups) -> dict[str, pd.DataFrame]:
@@ -220,18 +247,27 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
-def _write_models(outcomes: list[FoldOutcome], features, config, models_dir: Path) -> None:
-    index = []
+def _bundles(outcomes: list[FoldOutcome], features: FeatureSet, config: AnalysisConfig) -> list[ModelBundle]:
+    """The kept models of ``outcomes`` with what serving them needs."""
+    trained_on = "hold-out training split" if config.protocol == "holdout" else "all patients"
+    bundles = []
     for outcome in outcomes:
         row = outcome.row
-        trained_on = ("hold-out training split" if config.protocol == "holdout" else "all patients")
-        blocks = {name: features.blocks[name] for name in row.blocks}
         complete_only = row.kind in (SINGLE, EARLY, COMBINED) and config.fusion.missing == "complete"
-        bundle = ModelBundle(outcome.model, row.family, row.method, outcome.classifier, outcome.threshold, blocks,
-                             f"{trained_on} (n={outcome.n_train})", requires_all_blocks=complete_only)
-        path = save_bundle(bundle, models_dir / TABLE_NAMES[row.family] / f"{_slug(row.method)}{MODEL_SUFFIX}")
-        index.append({"family": row.family, "method": row.method, "classifier": outcome.classifier,
-                      "threshold": outcome.threshold, "trained_on": bundle.trained_on,
+        bundles.append(ModelBundle(outcome.model, row.family, row.method, outcome.classifier, outcome.threshold,
+                                   {name: features.blocks[name] for name in row.blocks},
+                                   f"{trained_on} (n={outcome.n_train})", requires_all_blocks=complete_only))
+    return bundles
+
+
+def _write_models(bundles: list[ModelBundle], files: Iterable[bytes], models_dir: Path) -> None:
+    """Each bundle's skops file (its :func:`model_file_bytes` in ``files``) and ``index.csv``."""
+    index = []
+    for bundle, data in zip(bundles, files, strict=True):
+        path = models_dir / TABLE_NAMES[bundle.family] / f"{_slug(bundle.method)}{MODEL_SUFFIX}"
+        write_bytes(data, path)
+        index.append({"family": bundle.family, "method": bundle.method, "classifier": bundle.classifier,
+                      "threshold": bundle.threshold, "trained_on": bundle.trained_on,
                       "n_features": len(bundle.feature_columns), "path": str(path.relative_to(models_dir))})
     write_csv(pd.DataFrame(index), models_dir / "index.csv")
 
