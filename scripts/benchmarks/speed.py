@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Speed benchmarks of mmdlr on this machine (CPU), through the package's public API and CLI.
 
-Parts (``--parts``, default all, in this order; ``e2e`` is meant to run last):
+Parts (``--parts``, default all, in this order; ``e2e`` and ``e2e_busi`` are meant to run last):
 
 ``matmul``     achievable float32 (and bfloat16) GFLOP/s of a large ``torch.matmul``; the ResNet-50 images/s limit
                it implies (FLOPs of one 224x224 image counted with ``torch.utils.flop_counter``, and the 4.1 figure).
@@ -27,6 +27,9 @@ Parts (``--parts``, default all, in this order; ``e2e`` is meant to run last):
                ResNet-101/DenseNet-121 baselines, at their real cost; their ImageNet weights cannot be downloaded
                here and do not change the time) under ``/usr/bin/time -v``, with psutil polling of the whole
                process tree: wall time per stage (``RUN/stages/*.json``), total, peak memory.
+``e2e_busi``   ``mmdlr run --config configs/nested_cv.yaml`` of BUSI (``--busi-images``, all 616 by default,
+               duplicates removed), with EfficientNet-Lite0 (ImageNet) and with ResNet-50 (random weights),
+               measured as ``e2e``.
 
 ROIs are BUSI images (``--busi``, read in place) through ``mmdlr import-busi``. Prints each table and writes
 ``docs/benchmarks/speed.csv`` (benchmark, variant, value, unit). Timings on a shared machine are noisy: compare
@@ -53,7 +56,7 @@ import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[2]
-PARTS = ("matmul", "deep", "precision", "head", "radiomics", "e2e")
+PARTS = ("matmul", "deep", "precision", "head", "radiomics", "e2e", "e2e_busi")
 RESNET50_GFLOP_NOMINAL = 4.1  # the usual figure; it counts multiply-accumulates
 ROWS: list[dict] = []
 
@@ -81,11 +84,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--backbone", default="resnet50", help="backbone of the deep and head parts")
     parser.add_argument("--repeats", type=int, default=2, help="timing repeats per deep variant (best is kept)")
     parser.add_argument("--e2e-patients", type=int, default=322)
+    parser.add_argument("--busi-images", type=int, default=616, help="images of the e2e_busi part (616: all)")
     parser.add_argument("--e2e-set", action="append", default=[],
                         help="extra --set for the end-to-end mmdlr run (repeatable)")
     args = parser.parse_args(argv)
     if args.quick:
         args.images, args.radiomics_rois, args.repeats, args.e2e_patients, args.precision_rois = 8, 12, 1, 40, 40
+        args.busi_images = 40
         args.e2e_set = ["deep.max_epochs=3", "classifiers=[lr]", "bootstrap.n=200"] + args.e2e_set
     return args
 
@@ -437,24 +442,19 @@ def _tree_rss(process) -> tuple[int, int]:
     return total, largest
 
 
-def bench_e2e(args) -> None:
+def timed_run(benchmark: str, label: str, command: list[str], run: Path, prefix: str = "") -> None:
+    """Run ``mmdlr run`` (``command``, writing ``run``) under ``/usr/bin/time -v`` with psutil polling of the process
+    tree; record each stage's wall time (``run/stages/*.json``), the total, peak memory and the load, as variants
+    starting with ``prefix``."""
     import psutil
 
-    cohort, run = args.work / f"e2e_cohort_{args.e2e_patients}", args.work / f"e2e_run_{args.e2e_patients}"
-    mmdlr = [sys.executable, "-m", "mmdlr.cli.main", "-q"]
-    if not (cohort / "manifest.csv").is_file():
-        subprocess.run([*mmdlr, "demo-data", str(cohort), "--patients", str(args.e2e_patients)], check=True)
     shutil.rmtree(run, ignore_errors=True)
-    sets = ["deep.weights=none", "deep.baseline_weights=none", *args.e2e_set]
-    command = ["/usr/bin/time", "-v", *mmdlr, "run", "--manifest", str(cohort / "manifest.csv"),
-               "--config", str(REPO / "configs/paper.yaml"), "--out", str(run)]
-    for item in sets:
-        command += ["--set", item]
-    record("e2e", f"load_1min at start ({args.e2e_patients} patients; --set {' '.join(sets)})", load(), "load")
+    record(benchmark, f"load_1min at start ({label})", load(), "load")
     print("  $", " ".join(command), flush=True)
     peak_total, peak_largest, loads = 0, 0, []
     start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(["/usr/bin/time", "-v", *command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
     watched = psutil.Process(process.pid)
     output: list[str] = []
     reader = threading.Thread(target=lambda: output.extend(process.stdout), daemon=True)
@@ -472,13 +472,44 @@ def bench_e2e(args) -> None:
     max_rss_kb = next((int(line.split(":")[1]) for line in output if "Maximum resident set size" in line), 0)
     for path in sorted((run / "stages").glob("*.json"), key=lambda p: json.loads(p.read_text()).get("seconds", 0)):
         stage = json.loads(path.read_text())
-        record("e2e", f"stage {stage['name']}", stage["seconds"], "s")
-    record("e2e", "total wall time (mmdlr run, measured around the process)", wall, "s")
-    record("e2e", "peak RSS, whole process tree (psutil, 0.5 s polling)", peak_total / 2 ** 30, "GiB")
-    record("e2e", "peak RSS, largest single process (psutil)", peak_largest / 2 ** 30, "GiB")
-    record("e2e", "maximum resident set size (/usr/bin/time -v)", max_rss_kb / 2 ** 20, "GiB")
-    record("e2e", "load_1min mean during the run", float(np.mean(loads)) if loads else load(), "load")
-    record("e2e", "ran at (unix time)", time.time(), "s")
+        record(benchmark, f"{prefix}stage {stage['name']}", stage["seconds"], "s")
+    record(benchmark, f"{prefix}total wall time (mmdlr run, measured around the process)", wall, "s")
+    record(benchmark, f"{prefix}peak RSS, whole process tree (psutil, 0.5 s polling)", peak_total / 2 ** 30, "GiB")
+    record(benchmark, f"{prefix}peak RSS, largest single process (psutil)", peak_largest / 2 ** 30, "GiB")
+    record(benchmark, f"{prefix}maximum resident set size (/usr/bin/time -v)", max_rss_kb / 2 ** 20, "GiB")
+    record(benchmark, f"{prefix}load_1min mean during the run", float(np.mean(loads)) if loads else load(), "load")
+    record(benchmark, f"{prefix}ran at (unix time)", time.time(), "s")
+
+
+def mmdlr_run(manifest: Path, config: str, run: Path, sets: list[str]) -> list[str]:
+    command = [sys.executable, "-m", "mmdlr.cli.main", "-q", "run", "--manifest", str(manifest),
+               "--config", str(REPO / config), "--out", str(run)]
+    for item in sets:
+        command += ["--set", item]
+    return command
+
+
+def bench_e2e(args) -> None:
+    cohort, run = args.work / f"e2e_cohort_{args.e2e_patients}", args.work / f"e2e_run_{args.e2e_patients}"
+    if not (cohort / "manifest.csv").is_file():
+        subprocess.run([sys.executable, "-m", "mmdlr.cli.main", "-q", "demo-data", str(cohort), "--patients",
+                        str(args.e2e_patients)], check=True)
+    sets = ["deep.weights=none", "deep.baseline_weights=none", *args.e2e_set]
+    timed_run("e2e", f"{args.e2e_patients} patients; --set {' '.join(sets)}",
+              mmdlr_run(cohort / "manifest.csv", "configs/paper.yaml", run, sets), run)
+
+
+def bench_e2e_busi(args) -> None:
+    """``mmdlr run`` of BUSI (``--busi-images``, duplicates removed) under configs/nested_cv.yaml, once with
+    EfficientNet-Lite0 (its ImageNet weights, installed offline) and once with the config's ResNet-50 (random
+    weights: its ImageNet file cannot be downloaded here, and weights do not change the time)."""
+    manifest = busi_manifest(args, args.busi_images, f"busi_{args.busi_images}")
+    for backbone, sets in (("efficientnet_lite0", ["deep.backbone=efficientnet_lite0"]),
+                           ("resnet50", ["deep.weights=none"])):
+        sets = [*sets, *args.e2e_set]
+        run = args.work / f"e2e_busi_{backbone}"
+        timed_run("e2e_busi", f"{backbone}, {args.busi_images} images; --set {' '.join(sets)}",
+                  mmdlr_run(manifest, "configs/nested_cv.yaml", run, sets), run, f"{backbone}: ")
 
 
 def main(argv=None) -> int:
@@ -506,8 +537,10 @@ def main(argv=None) -> int:
             bench_head(args, 1 if args.quick else 2)
         elif part == "radiomics":
             bench_radiomics(args)
-        else:
+        elif part == "e2e":
             bench_e2e(args)
+        else:
+            bench_e2e_busi(args)
         print(f"  ({part}: {time.perf_counter() - started:.0f} s)", flush=True)
     frame = pd.DataFrame(ROWS, columns=["benchmark", "variant", "value", "unit"])
     args.csv.parent.mkdir(parents=True, exist_ok=True)

@@ -201,8 +201,9 @@ def test_nested_cv_with_groups(tmp_path):
 
 
 def test_late_rows_fitted_fold_by_fold_or_row_by_row_give_the_same_results(tmp_path, monkeypatch):
-    """Under nested CV a fold's single-modality, ensemble and stacking rows are one task (the fold's block models
-    shipped once); with more workers than folds, one task per row. Both give the same predictions and models."""
+    """Under nested CV one task per fold fits the fold's blocks and its single-modality, ensemble and stacking rows;
+    with more workers than folds, the blocks are one task each, then the rows. Both give the same predictions and
+    models."""
     import mmdlr.analysis.runner as runner
 
     features = write_feature_tables(tmp_path / "features", n_patients=90, modalities=("mri", "us"), seed=2)
@@ -220,7 +221,8 @@ def test_late_rows_fitted_fold_by_fold_or_row_by_row_give_the_same_results(tmp_p
                                    "families": ["radiomics"], "fusion": {"early": False},
                                    "parallel": {"backend": "threading", "n_jobs": n_jobs}})
         results[n_jobs] = run_analysis(features, tmp_path / f"out{n_jobs}", config, progress=False)
-    assert tasks["analysis grid: fusion"] == [3, 3 * 4]  # MRI, US, Ensemble, Stacking on 3 fits
+    # 3 fold tasks; then 2 blocks x 3 fits, and MRI, US, Ensemble, Stacking x 3 fits
+    assert tasks == {"analysis grid: models": [3, 2 * 3], "analysis grid: fusion": [4 * 3]}
     pd.testing.assert_frame_equal(results[2].predictions, results[8].predictions)
     frame = load_feature_set(features).frame
     for name in ("ensemble", "stacking", "us"):

@@ -25,6 +25,7 @@ from mmdlr.analysis.summary import holdout_row, markdown_table, nested_row, pool
 from mmdlr.atomic import atomic_path, write_bytes, write_csv, write_text
 from mmdlr.evaluate import (Fold, binary_metrics, holdout_fold, leave_center_out_folds, patient_groups,
                             repeated_folds)
+from mmdlr.fuse import BaseFit
 from mmdlr.io.manifest import Manifest
 from mmdlr.parallel import dask_client, run_here
 from mmdlr.terminal import track
@@ -129,12 +130,14 @@ def run_analysis(features_dir: str | Path, out_dir: str | Path, config: Analysis
         fold_order = [fold.name for fold in folds] + ["all"]
         outcomes.sort(key=lambda outcome: (rows.index(outcome.row), fold_order.index(outcome.fold)))
         bundles = _bundles([o for o in outcomes if o.model is not None], features, config)
-        # the workers make the model files while this process writes the tables
-        model_files = start_parallel(model_file_bytes, [(bundle,) for bundle in bundles], ordered=True)
+        # the workers make the model files while this process writes the tables (on a core of its own)
+        size = max(1, -(-len(bundles) // max(1, effective_n_jobs(None) - 1)))
+        chunks = [(bundles[start:start + size],) for start in range(0, len(bundles), size)]
+        model_files = start_parallel(_model_files, chunks, ordered=True)
         predictions, tables = _write_results(rows, skipped, outcomes, folds, features, config, results_dir)
         if bundles:
-            _write_models(bundles, track(model_files, len(bundles), "model files", "file", progress),
-                          results_dir / "models")
+            files = track(model_files, len(chunks), "model files", "file", progress)
+            _write_models(bundles, [data for chunk in files for data in chunk], results_dir / "models")
     if config.protocol == "leave_center_out":
         _write_center_table(predictions, results_dir)
     if manifest is not None:
@@ -149,39 +152,49 @@ def _call(function: Callable, *arguments):
 
 def _fit_grid(rows: list[GridRow], fits: list[tuple[Fold | None, bool]], fold_features: dict[str, FeatureSet],
               config: AnalysisConfig, progress: bool) -> list[FoldOutcome]:
-    """Every row on every (fold, keep model) in two parallel rounds on the active backend; ``fold_features``: each
-    fold's feature set by fold name.
+    """Every row on every (fold, keep model) on the active backend; ``fold_features``: each fold's feature set by
+    fold name.
 
-    Round 1 fits each block's model search once per fold (with its out-of-fold probabilities where a
-    stacking row or a Youden threshold needs them), beside the early-fusion and combined rows. Round 2
-    builds the single-modality, ensemble and stacking rows from those block models: the same models
-    they would fit themselves, on the same training patients, fitted once instead of once per row.
+    Each block's model search is fitted once per fold (with its out-of-fold probabilities where a stacking row or
+    a Youden threshold needs them), and the single-modality, ensemble and stacking rows are built from those
+    block models: the same models they would fit themselves, on the same training patients, fitted once instead
+    of once per row. Where the folds alone keep every worker busy (nested CV), one task per fold fits its blocks
+    and then its late rows; otherwise (the hold-out's one fold) the blocks are fitted one task each, then the late
+    rows one task each. The early-fusion and combined rows are one task per fold beside them.
     """
     late_kinds = (SINGLE, ENSEMBLE, STACKING)
     out_of_fold = {name for row in rows if row.kind == STACKING for name in row.blocks}
     if config.threshold == "youden":
         out_of_fold |= {row.blocks[0] for row in rows if row.kind == SINGLE}
-    blocks = list(dict.fromkeys(name for row in rows if row.kind in late_kinds for name in row.blocks))
-    block_tasks = [(fit_block, name, fold, fold_features[_fold_name(fold)], config, name in out_of_fold)
-                   for fold, _ in fits for name in blocks]
+    late = [row for row in rows if row.kind in late_kinds]
+    blocks = list(dict.fromkeys(name for row in late for name in row.blocks))
     row_tasks = [(fit_row, row, fold, fold_features[_fold_name(fold)], config, keep)
                  for row in rows if row.kind not in late_kinds for fold, keep in fits]
+    if len(fits) >= effective_n_jobs(None):
+        fold_tasks = [(_fit_late_rows, late, fold, fold_features[_fold_name(fold)], config, keep, None,
+                       frozenset(out_of_fold)) for fold, keep in fits]
+        results = run_parallel(_call, fold_tasks + row_tasks, "analysis grid: models", progress, ordered=True)
+        return [outcome for outcomes in results[:len(fold_tasks)] for outcome in outcomes] + results[len(fold_tasks):]
+    block_tasks = [(fit_block, name, fold, fold_features[_fold_name(fold)], config, name in out_of_fold)
+                   for fold, _ in fits for name in blocks]
     results = run_parallel(_call, block_tasks + row_tasks, "analysis grid: models", progress, ordered=True)
     block_fits = {(task[1], _fold_name(task[2])): fit for task, fit in zip(block_tasks, results)}
-    late = [row for row in rows if row.kind in late_kinds]
-    # a fold's late rows in one task, its block models and features shipped once, where the folds alone keep
-    # every worker busy (nested CV); one task per row where they do not (the hold-out's one fold)
-    groups = [late] if len(fits) >= effective_n_jobs(None) else [[row] for row in late]
-    fusion_tasks = [(group, fold, fold_features[_fold_name(fold)], config, keep,
-                     {name: block_fits[name, _fold_name(fold)] for row in group for name in row.blocks})
-                    for group in groups for fold, keep in fits]
-    fused = run_parallel(_fit_late_rows, fusion_tasks, "analysis grid: fusion", progress)
-    return results[len(block_tasks):] + [outcome for outcomes in fused for outcome in outcomes]
+    late_tasks = [(_fit_late_rows, [row], fold, fold_features[_fold_name(fold)], config, keep,
+                   {name: block_fits[name, _fold_name(fold)] for name in row.blocks}) for row in late
+                  for fold, keep in fits]
+    late_results = run_parallel(_call, late_tasks, "analysis grid: fusion", progress)
+    return results[len(block_tasks):] + [outcome for outcomes in late_results for outcome in outcomes]
 
 
 def _fit_late_rows(rows: list[GridRow], fold: Fold | None, features: FeatureSet, config: AnalysisConfig,
-                   keep_model: bool, bases: dict[str, object]) -> list[FoldOutcome]:
-    """:func:`fit_row` of each single-modality, ensemble or stacking row on one fold, from its block models."""
+                   keep_model: bool, bases: dict[str, BaseFit] | None = None,
+                   out_of_fold: frozenset[str] = frozenset()) -> list[FoldOutcome]:
+    """:func:`fit_row` of single-modality, ensemble or stacking rows on one fold from its block models ``bases``
+    (block name -> :func:`fit_block` on the fold), or without them from the blocks fitted here (with their
+    out-of-fold probabilities for those in ``out_of_fold``)."""
+    if bases is None:
+        names = dict.fromkeys(name for row in rows for name in row.blocks)
+        bases = {name: fit_block(name, fold, features, config, name in out_of_fold) for name in names}
     return [fit_row(row, fold, features, config, keep_model, {name: bases[name] for name in row.blocks})
             for row in rows]
 
@@ -258,6 +271,10 @@ def _bundles(outcomes: list[FoldOutcome], features: FeatureSet, config: Analysis
                                    {name: features.blocks[name] for name in row.blocks},
                                    f"{trained_on} (n={outcome.n_train})", requires_all_blocks=complete_only))
     return bundles
+
+
+def _model_files(bundles: list[ModelBundle]) -> list[bytes]:
+    return [model_file_bytes(bundle) for bundle in bundles]
 
 
 def _write_models(bundles: list[ModelBundle], files: Iterable[bytes], models_dir: Path) -> None:
