@@ -59,6 +59,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=3, help="deep head epochs")
     parser.add_argument("--work", type=Path, default=Path("/tmp/mmdlr-bench/dask_cluster"))
     parser.add_argument("--csv", type=Path, default=REPO / "docs/benchmarks/dask_cluster.csv")
+    parser.add_argument("--dask-environ", action="store_true",
+                        help="also time the cluster with Dask's default worker environment (MALLOC_TRIM_THRESHOLD_ "
+                             "65536, which the workers run without otherwise)")
     return parser.parse_args(argv)
 
 
@@ -80,21 +83,27 @@ def free_port() -> int:
 
 
 @contextmanager
-def dask_cluster(n_workers: int, log_dir: Path) -> Iterator[tuple[str, list[psutil.Process]]]:
+def dask_cluster(n_workers: int, log_dir: Path, dask_environ: bool = False) -> Iterator[tuple[str, list[psutil.Process]]]:
     """A ``dask scheduler`` and ``dask worker --nworkers n_workers --nthreads 1``: (address, their processes),
-    each in its own session and stopped (SIGTERM, then SIGKILL) on exit."""
+    each in its own session and stopped (SIGTERM, then SIGKILL) on exit. The workers run without the
+    ``MALLOC_TRIM_THRESHOLD_`` Dask's nannies set (as docs/benchmarks.md section 7 advises), or with it
+    (``dask_environ``)."""
     address = f"tcp://127.0.0.1:{free_port()}"
     common = ["--no-dashboard"]
     commands = [[str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
                  *common],
                 [str(BIN / "dask"), "worker", address, "--nworkers", str(n_workers), "--nthreads", "1",
                  "--memory-limit", "0", "--local-directory", str(log_dir / "worker-space"), *common]]
+    environ = dict(os.environ)
+    environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    if not dask_environ:
+        environ["DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON"] = "{'MALLOC_TRIM_THRESHOLD_': None}"
     processes = []
     try:
         for name, command in zip(("scheduler", "worker"), commands):
             with open(log_dir / f"{name}.log", "w") as log:
                 processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                                  start_new_session=True))
+                                                  start_new_session=True, env=environ))
         with Client(address, timeout=60) as client:
             client.wait_for_workers(n_workers, timeout=120)
             client.register_plugin(TaskCounter())
@@ -194,8 +203,8 @@ def main(argv=None) -> None:
         print(f"  {variant}: {value:.3f} {unit}", flush=True)
 
     for n_workers in [int(n) for n in args.workers.split(",")]:
-        for where in ("local", "cluster"):
-            out = args.work / f"{where}_{n_workers}"
+        for where, dask_environ in [("local", False), ("cluster", False), *[("cluster", True)] * args.dask_environ]:
+            out = args.work / f"{where}_{n_workers}{'_dask_environ' if dask_environ else ''}"
             shutil.rmtree(out, ignore_errors=True)
             shutil.copytree(prepared, out)
             for cached in (prepared / "roi").glob("*/*/radiomics_*.json"):  # the copy's ROI index points here:
@@ -206,8 +215,8 @@ def main(argv=None) -> None:
                 wall, cpu = mmdlr_run(manifest, out, config, n_workers, sets=sets)
                 cluster_cpu = 0.0
             else:
-                variant = f"cluster {n_workers} worker(s) x 1 thread"
-                with dask_cluster(n_workers, args.work) as (address, processes):
+                variant = f"cluster {n_workers} worker(s) x 1 thread{', Dask worker environment' * dask_environ}"
+                with dask_cluster(n_workers, args.work, dask_environ) as (address, processes):
                     before = tree_cpu(processes)
                     wall, cpu = mmdlr_run(manifest, out, config, n_workers, address, sets=sets)
                     cluster_cpu = tree_cpu(processes) - before

@@ -36,6 +36,7 @@ from mmdlr.terminal import track
 log = logging.getLogger(__name__)
 SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 _held: list[int] | None = None  # signals received inside signals_held()
+MALLOC_TRIM = "MALLOC_TRIM_THRESHOLD_"  # glibc: free memory above this at the heap's top is returned at once
 
 
 class Terminated(KeyboardInterrupt):
@@ -82,7 +83,13 @@ def signals_held() -> Iterator[None]:
 
 @contextmanager
 def dask_client(address: str | None = None, n_workers: int = 2) -> Iterator[object]:
-    """Connect to the scheduler at ``address``, or start a local process cluster; closed on exit."""
+    """Connect to the scheduler at ``address``, or start a local process cluster; closed on exit.
+
+    The local cluster's workers keep glibc's own malloc settings: Dask's nannies set ``MALLOC_TRIM_THRESHOLD_``
+    (65536) in their workers, which hands freed memory back to the system at once, so that the next array's pages
+    are faulted in again: PyRadiomics then spends 7 times the system time and runs 1.3 times longer
+    (docs/benchmarks.md, section 7). A cluster started elsewhere is only checked for it, with a warning."""
+    import dask
     from dask.distributed import Client
 
     client = None
@@ -91,16 +98,30 @@ def dask_client(address: str | None = None, n_workers: int = 2) -> Iterator[obje
             if address:
                 client = Client(address)
             else:
-                client = Client(n_workers=max(n_workers, 1), threads_per_worker=1, preload=[__name__])
+                with dask.config.set({f"distributed.nanny.pre-spawn-environ.{MALLOC_TRIM}": None}):
+                    client = Client(n_workers=max(n_workers, 1), threads_per_worker=1, preload=[__name__])
                 client.forward_logging("distributed")
         if sum(client.nthreads().values()) == 1:  # joblib sends tasks to a cluster of 2 threads or more only
             log.warning("the Dask cluster %s has one worker thread, so its tasks run in this process instead: %s",
                         address or "started here", "give it more workers or threads" if address else
                         "set parallel.n_jobs (radiomics.n_jobs for radiomics) to 2 or more")
+        trimming = sorted({value for value in client.run(malloc_trim_threshold).values() if value is not None})
+        if trimming:
+            log.warning("the workers of the Dask cluster %s return freed memory to the system at once (%s=%s), "
+                        "which made radiomics 1.3 times slower in mmdlr's benchmark: %s", address or "started here",
+                        MALLOC_TRIM, ",".join(trimming),
+                        f"start them with DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON=\"{{'{MALLOC_TRIM}': None}}\" "
+                        "in their environment (Dask's nannies set it otherwise)" if address else
+                        f"unset {MALLOC_TRIM} in this environment")
         yield client
     finally:
         if client is not None:
             client.close()
+
+
+def malloc_trim_threshold() -> str | None:
+    """This process's ``MALLOC_TRIM_THRESHOLD_`` (run on Dask workers by :func:`dask_client`)."""
+    return os.environ.get(MALLOC_TRIM)
 
 
 def dask_setup(worker) -> None:
