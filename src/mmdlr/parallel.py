@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 _held: list[int] | None = None  # signals received inside signals_held()
 MALLOC_TRIM = "MALLOC_TRIM_THRESHOLD_"  # glibc: free memory above this at the heap's top is returned at once
+_warned_trimming: set[str | None] = set()  # clusters named in dask_client's warning
 
 
 class Terminated(KeyboardInterrupt):
@@ -106,7 +107,8 @@ def dask_client(address: str | None = None, n_workers: int = 2) -> Iterator[obje
                         address or "started here", "give it more workers or threads" if address else
                         "set parallel.n_jobs (radiomics.n_jobs for radiomics) to 2 or more")
         trimming = sorted({value for value in client.run(malloc_trim_threshold).values() if value is not None})
-        if trimming:
+        if trimming and address not in _warned_trimming:  # once per cluster and process: each stage connects
+            _warned_trimming.add(address)
             log.warning("the workers of the Dask cluster %s return freed memory to the system at once (%s=%s), "
                         "which made radiomics 1.3 times slower in mmdlr's benchmark: %s", address or "started here",
                         MALLOC_TRIM, ",".join(trimming),

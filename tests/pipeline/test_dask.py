@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from joblib import effective_n_jobs
 
+import mmdlr.parallel
 from mmdlr.analysis.config import ParallelConfig, config_from_dict
 from mmdlr.analysis.runner import parallel_backend, run_analysis, run_parallel
 from mmdlr.io.manifest import read_manifest
@@ -71,11 +72,15 @@ def test_local_cluster_workers_keep_malloc_defaults_and_a_trimming_cluster_is_na
     next array: radiomics 1.3 x slower); the local cluster mmdlr starts does not, and a cluster that does is named in
     a warning."""
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)  # set here by the fixture's nannies, as they spawn
+    monkeypatch.setattr(mmdlr.parallel, "_warned_trimming", set())  # named once per process: earlier tests connected
     with dask_client(None, 2) as client:
         assert set(client.run(malloc_trim_threshold).values()) == {None}
     assert "MALLOC_TRIM_THRESHOLD_" not in caplog.text
     with dask_client(cluster) as client:  # a LocalCluster with Dask's defaults, started by the fixture
         assert set(client.run(malloc_trim_threshold).values()) == {"65536"}
+    with dask_client(cluster):
+        pass
+    assert caplog.text.count("return freed memory") == 1
     assert f"the workers of the Dask cluster {cluster} return freed memory to the system at once " \
            "(MALLOC_TRIM_THRESHOLD_=65536), which made radiomics 1.3 times slower in mmdlr's benchmark: start them " \
            "with DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON=\"{'MALLOC_TRIM_THRESHOLD_': None}\"" in caplog.text

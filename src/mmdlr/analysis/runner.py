@@ -131,9 +131,8 @@ def run_analysis(features_dir: str | Path, out_dir: str | Path, config: Analysis
         outcomes.sort(key=lambda outcome: (rows.index(outcome.row), fold_order.index(outcome.fold)))
         bundles = _bundles([o for o in outcomes if o.model is not None], features, config)
         # the workers make the model files while this process writes the tables (on a core of its own)
-        size = max(1, -(-len(bundles) // max(1, effective_n_jobs(None) - 1)))
-        chunks = [(bundles[start:start + size],) for start in range(0, len(bundles), size)]
-        model_files = start_parallel(_model_files, chunks, ordered=True)
+        chunks = _chunks(bundles, effective_n_jobs(None) - 1)
+        model_files = start_parallel(_model_files, [(chunk,) for chunk in chunks], ordered=True)
         predictions, tables = _write_results(rows, skipped, outcomes, folds, features, config, results_dir)
         if bundles:
             files = track(model_files, len(chunks), "model files", "file", progress)
@@ -273,7 +272,14 @@ def _bundles(outcomes: list[FoldOutcome], features: FeatureSet, config: Analysis
     return bundles
 
 
+def _chunks(items: list, parts: int) -> list[list]:
+    """``items`` in at most ``parts`` (at least one) consecutive lists of equal length, the last one shorter."""
+    size = max(1, -(-len(items) // max(1, parts)))
+    return [items[start:start + size] for start in range(0, len(items), size)]
+
+
 def _model_files(bundles: list[ModelBundle]) -> list[bytes]:
+    """Each bundle's :func:`model_file_bytes` (a worker's task)."""
     return [model_file_bytes(bundle) for bundle in bundles]
 
 
