@@ -275,3 +275,25 @@ def test_cli_analyze_with_absent_deep_tables_and_dask_backend(tmp_path, capsys):
     bad.write_text("protocl: holdout\n")
     assert main(["-q", "analyze", "--features", str(features), "--out", str(tmp_path / "out"),
                  "--config", str(bad)]) == 2
+
+
+def test_a_model_file_refused_while_the_tables_are_written_gives_one_line_and_no_model_folder(tmp_path, monkeypatch,
+                                                                                               capsys):
+    """The model files are made by the workers beside the parent's tables: a refusal there (a type mmdlr would not
+    load) reaches the user as the one line it is, and no model folder is left half-written."""
+    import mmdlr.analysis.runner as runner
+    from mmdlr.analysis.bundle import ModelFileError
+
+    def refused(bundle):
+        raise ModelFileError(f"{bundle.family} / {bundle.method}: the model holds types mmdlr does not load (x.Y)")
+
+    monkeypatch.setattr(runner, "model_file_bytes", refused)
+    features = write_feature_tables(tmp_path / "features", n_patients=60, modalities=("us",), seed=4)
+    config = tmp_path / "config.yaml"
+    config.write_text("classifiers: {lr: {C: [1.0]}}\nbootstrap: {n: 200}\nfamilies: [radiomics]\n"
+                      "parallel: {backend: threading, n_jobs: 2}\n")
+    assert main(["-q", "analyze", "--features", str(features), "--out", str(tmp_path / "out"),
+                 "--config", str(config)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert errors == ["mmdlr analyze: error: radiomics / US: the model holds types mmdlr does not load (x.Y)"]
+    assert not (tmp_path / "out" / "results" / "models").exists()
